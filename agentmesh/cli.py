@@ -1,0 +1,92 @@
+"""The `agentmesh` command line: run a node, or a local demo mesh."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from agentmesh.config import Config, ConfigError, NeighborConfig, NodeConfig, TimersConfig, load_config
+from agentmesh.obs.logging import configure
+from agentmesh.speaker.node import Node
+
+#: The demo mesh of `agentmesh up`: three nodes, each in its own AS, all peering with each other.
+DEMO_NODES = (("node-a", 65001, "10.0.0.1"), ("node-b", 65002, "10.0.0.2"), ("node-c", 65003, "10.0.0.3"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentmesh", description="A BGP-style routing mesh for AI agents.")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run one node from a YAML config file")
+    serve.add_argument("--config", "-c", required=True, help="path of the node's YAML config")
+    up = commands.add_parser("up", help="run a local demo mesh of three nodes in three ASes")
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=50051,
+        help="port of the first node; the others follow (0: let the OS choose every port)",
+    )
+    args = parser.parse_args(argv)
+    configure(args.log_level)
+    try:
+        if args.command == "serve":
+            asyncio.run(_serve(load_config(args.config)))
+        else:
+            asyncio.run(_up(args.base_port))
+    except ConfigError as error:
+        print(f"agentmesh: invalid configuration:\n{error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"agentmesh: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def _serve(config: Config) -> None:
+    node = Node(config)
+    await node.start()
+    try:
+        await _until_signalled()
+    finally:
+        await node.stop()
+
+
+async def _up(base_port: int) -> None:
+    nodes = []
+    for index, (name, asn, router_id) in enumerate(DEMO_NODES):
+        port = base_port + index if base_port else 0
+        node_config = NodeConfig(name=name, asn=asn, router_id=router_id, listen=f"127.0.0.1:{port}")
+        nodes.append(Node(Config(node=node_config, timers=TimersConfig(hold_time=30))))
+    try:
+        for node in nodes:
+            await node.start()
+        # Neighbours are added once every node is bound, so OS-chosen ports work too.
+        for node in nodes:
+            for other in nodes:
+                if other is not node:
+                    neighbor = NeighborConfig(
+                        address=other.advertise_address, asn=other.asn, description=other.name
+                    )
+                    await node.add_neighbor(neighbor)
+        print("agentmesh demo mesh is up (Ctrl-C to stop):", flush=True)
+        for node in nodes:
+            print(f"  {node.name}  AS{node.asn}  {node.advertise_address}", flush=True)
+        await _until_signalled()
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

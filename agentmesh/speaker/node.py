@@ -1,0 +1,443 @@
+"""The node at run time: one owner task, its peers, its gRPC server, and the in-process API.
+
+Theory of operation
+-------------------
+All mutable routing state belongs to one asyncio task, the owner (DESIGN §4.2). Everything else -
+gRPC servicers, stream readers, dial tasks, timers, operator commands - submits closures to the
+owner's queue and, when it needs an answer, awaits a future the closure resolves. So nothing is
+shared between tasks and there are no locks.
+
+The owner drives the sans-IO `Peer`s and carries out their effects: `Dial` starts a dial task,
+`Send` and `Close` go to the stream's `Connection`, reports become log lines and watch events.
+After each batch of work it arms one loop timer for the earliest peer deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
+from agentmesh.bgp.fsm import (
+    Close,
+    Dial,
+    Event,
+    EventKind,
+    Reason,
+    RouteRefreshRequested,
+    Send,
+    SessionUp,
+    Settings,
+    State,
+    StateChanged,
+    UpdateReceived,
+    message_event,
+)
+from agentmesh.bgp.messages import Notification, cease
+from agentmesh.bgp.peer import ConnectionRefused, Peer, PeerEffect
+from agentmesh.config import Config, NeighborConfig, join_host_port, router_id_to_int, split_host_port
+from agentmesh.obs.logging import get_logger
+from agentmesh.speaker.connection import Connection, Received
+from agentmesh.transport import codec
+from agentmesh.transport.server import GrpcServer
+from agentmesh.transport.streams import ClientStream, ServerStream
+
+T = TypeVar("T")
+
+#: How long `stop()` waits for the Cease NOTIFICATIONs to be flushed before closing the server.
+SHUTDOWN_FLUSH_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """A neighbour as the in-process API reports it."""
+
+    address: str
+    asn: int
+    description: str
+    internal: bool
+    passive: bool
+    enabled: bool
+    state: State
+    peer_id: int | None
+    hold_time: int | None
+    last_reason: Reason | None
+    last_notification: Notification | None
+    #: Live streams to this neighbour: 1 for a session, 2 while a collision is being resolved.
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStateEvent:
+    """A neighbour changed state (what `watch()` subscribers receive)."""
+
+    address: str
+    old: State
+    new: State
+    reason: Reason
+    notification: Notification | None
+
+
+@dataclass
+class _Neighbor:
+    config: NeighborConfig
+    peer: Peer
+    connections: dict[int, Connection] = field(default_factory=dict)
+    dials: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    last_reason: Reason | None = None
+    last_notification: Notification | None = None
+
+
+class Node:
+    """An agentmesh node: BGP speaker, gRPC server and the owner of all routing state."""
+
+    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.name = config.node.name
+        self.asn = config.node.asn
+        self.router_id = config.node.router_id
+        self._rng = rng or random.Random()
+        self._log = get_logger(node=self.name)
+        self._neighbors: dict[str, _Neighbor] = {}
+        self._inbox: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
+        self._owner: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watchers: list[asyncio.Queue[PeerStateEvent]] = []
+        self._server: GrpcServer | None = None
+        self.advertise_address = config.node.advertise_address
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the gRPC server, start the owner task and enable every configured neighbour."""
+        self._server = GrpcServer(self.config.node.listen, self._accept_stream)
+        port = await self._server.start()
+        host, advertised_port = split_host_port(self.advertise_address)
+        if advertised_port == 0:
+            self.advertise_address = join_host_port(host, port)
+        self.listen_address = join_host_port(split_host_port(self.config.node.listen)[0], port)
+        self._owner = asyncio.create_task(self._run(), name=f"agentmesh-owner-{self.name}")
+        self._log.info("node_started", listen=self.listen_address, asn=self.asn, router_id=self.router_id)
+        for neighbor in self.config.neighbors:
+            await self.add_neighbor(neighbor)
+
+    async def stop(self, communication: str = "node shutting down") -> None:
+        """Send every peer Cease/Administrative Shutdown (RFC 4486, RFC 8203), then stop."""
+        if self._owner is None:
+            return
+        notification = cease(CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, communication)
+        await self.call(lambda: self._stop_all(notification))
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=SHUTDOWN_FLUSH_TIMEOUT)
+        self._owner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._owner
+        self._owner = None
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_FLUSH_TIMEOUT)
+        if self._server is not None:
+            await self._server.stop()
+        self._log.info("node_stopped")
+
+    # -- in-process API --------------------------------------------------------------------
+
+    async def call(self, command: Callable[[], T]) -> T:
+        """Run `command` in the owner task and return its result."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        def run() -> None:
+            try:
+                result = command()
+            except Exception as error:  # reported to the caller, never kills the owner
+                if not future.done():
+                    future.set_exception(error)
+            else:
+                if not future.done():
+                    future.set_result(result)
+
+        self._inbox.put_nowait(run)
+        return await future
+
+    async def add_neighbor(self, neighbor: NeighborConfig) -> None:
+        """Configure and enable a neighbour; it takes effect at once."""
+        await self.call(lambda: self._add_neighbor(neighbor))
+
+    async def remove_neighbor(self, address: str) -> None:
+        """Close the session with Cease/Peer De-configured (RFC 4486) and forget the neighbour."""
+        await self.call(lambda: self._remove_neighbor(address))
+
+    async def peers(self) -> list[PeerStatus]:
+        return await self.call(lambda: [self._status(n) for n in self._neighbors.values()])
+
+    def watch(self) -> asyncio.Queue[PeerStateEvent]:
+        """A queue that receives every neighbour state change from now on."""
+        queue: asyncio.Queue[PeerStateEvent] = asyncio.Queue()
+        self._watchers.append(queue)
+        return queue
+
+    def unwatch(self, queue: asyncio.Queue[PeerStateEvent]) -> None:
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(queue)
+
+    async def wait_for_state(self, address: str, state: State, timeout: float) -> None:
+        """Wait until neighbour `address` is in `state`; raises TimeoutError."""
+        queue = self.watch()
+        try:
+            async with asyncio.timeout(timeout):
+                while (await self.call(lambda: self._neighbors[address].peer.state)) is not state:
+                    await queue.get()
+        finally:
+            self.unwatch(queue)
+
+    # -- the owner task --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            command = await self._inbox.get()
+            command()
+            while not self._inbox.empty():
+                self._inbox.get_nowait()()
+            self._poll_timers()
+
+    def _post(self, command: Callable[[], None]) -> None:
+        self._inbox.put_nowait(command)
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _poll_timers(self) -> None:
+        now = self._now()
+        for neighbor in list(self._neighbors.values()):
+            self._apply(neighbor, neighbor.peer.poll(now))
+        deadlines = [d for n in self._neighbors.values() if (d := n.peer.next_deadline()) is not None]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadlines:
+            # An empty command wakes the owner, which polls the timers after every batch.
+            self._timer = asyncio.get_running_loop().call_at(min(deadlines), self._post, lambda: None)
+
+    # -- owner-side commands ---------------------------------------------------------------
+
+    def _settings(self, neighbor: NeighborConfig) -> Settings:
+        timers = self.config.timers
+        keepalive = self.config.keepalive_time_for(neighbor)
+        return Settings(
+            local_asn=self.asn,
+            local_id=router_id_to_int(self.router_id),
+            peer_asn=neighbor.asn,
+            hold_time=self.config.hold_time_for(neighbor),
+            keepalive_time=keepalive if timers.keepalive_time is not None else None,
+            connect_retry_time=timers.connect_retry_time,
+            connect_retry_initial=timers.connect_retry_initial,
+            passive=neighbor.passive,
+        )
+
+    def _add_neighbor(self, config: NeighborConfig) -> None:
+        if config.address in self._neighbors:
+            raise ValueError(f"neighbour {config.address} is already configured")
+        if config.address == self.advertise_address:
+            raise ValueError(f"neighbour {config.address} is this node's own address")
+        neighbor = _Neighbor(config, Peer(self._settings(config), self._rng))
+        self._neighbors[config.address] = neighbor
+        self._log.info("peer_added", peer=config.address, peer_asn=config.asn, passive=config.passive)
+        self._apply(neighbor, neighbor.peer.start(self._now()))
+
+    def _remove_neighbor(self, address: str) -> None:
+        neighbor = self._neighbors.get(address)
+        if neighbor is None:
+            raise KeyError(f"no neighbour {address}")
+        self._stop_peer(neighbor, cease(CeaseSubcode.PEER_DECONFIGURED))
+        del self._neighbors[address]
+        self._log.info("peer_removed", peer=address)
+
+    def _stop_all(self, notification: Notification) -> None:
+        for neighbor in self._neighbors.values():
+            self._stop_peer(neighbor, notification)
+
+    def _stop_peer(self, neighbor: _Neighbor, notification: Notification) -> None:
+        self._apply(neighbor, neighbor.peer.stop(self._now(), notification))
+
+    def _status(self, n: _Neighbor) -> PeerStatus:
+        negotiated = n.peer.primary.negotiated
+        return PeerStatus(
+            address=n.config.address,
+            asn=n.config.asn,
+            description=n.config.description,
+            internal=self.config.is_internal(n.config),
+            passive=n.config.passive,
+            enabled=n.peer.enabled,
+            state=n.peer.state,
+            peer_id=negotiated.peer_id if negotiated else None,
+            hold_time=negotiated.hold_time if negotiated else None,
+            last_reason=n.last_reason,
+            last_notification=n.last_notification,
+            connections=len(n.connections),
+        )
+
+    # -- streams ---------------------------------------------------------------------------
+
+    async def _accept_stream(self, claimed_address: str | None, stream: ServerStream) -> Connection:
+        """Offer a peer's Session call to its neighbour; raises PermissionError to refuse it."""
+        return await self.call(lambda: self._offer(claimed_address, stream))
+
+    def _offer(self, claimed_address: str | None, stream: ServerStream) -> Connection:
+        neighbor = self._neighbors.get(claimed_address or "")
+        if neighbor is None:
+            self._log.warning("connection_refused", peer=claimed_address, why="not a configured neighbour")
+            raise PermissionError(
+                f"{claimed_address!r} is not a configured neighbour of {self.advertise_address}"
+            )
+        conn = neighbor.peer.new_connection_id()
+        connection = Connection(conn, stream, self._receiver(neighbor))
+        neighbor.connections[conn] = connection
+        self._log.debug("stream_offered", peer=neighbor.config.address, conn=conn)
+        self._apply(neighbor, neighbor.peer.handle(Event(EventKind.STREAM_CONFIRMED, conn), self._now()))
+        return connection
+
+    def _receiver(self, neighbor: _Neighbor) -> Callable[[int, Received], None]:
+        def deliver(conn: int, received: Received) -> None:
+            self._post(lambda: self._received(neighbor, conn, received))
+
+        return deliver
+
+    def _received(self, neighbor: _Neighbor, conn: int, received: Received) -> None:
+        if self._neighbors.get(neighbor.config.address) is not neighbor:
+            return  # the neighbour was removed meanwhile
+        self._log.debug("received", peer=neighbor.config.address, conn=conn, message=repr(received)[:60])
+        if received is None:
+            neighbor.connections.pop(conn, None)
+            event = Event(EventKind.STREAM_FAILED, conn)
+        elif isinstance(received, codec.DecodeError):
+            self._log.warning("message_error", peer=neighbor.config.address, error=str(received))
+            kind = (
+                EventKind.UPDATE_MESSAGE_ERROR
+                if received.notification.code == ErrorCode.UPDATE_MESSAGE
+                else EventKind.BGP_HEADER_ERROR
+            )
+            event = Event(kind, conn, notification=received.notification)
+        else:
+            if isinstance(received, Notification):
+                self._log_notification("notification_received", neighbor, received)
+                neighbor.last_notification = received
+            event = message_event(conn, received)
+        self._apply(neighbor, neighbor.peer.handle(event, self._now()))
+
+    async def _dial(self, neighbor: _Neighbor, conn: int) -> None:
+        address = neighbor.config.address
+        timeout = self.config.timers.connect_retry_time
+        try:
+            stream = await ClientStream.dial(address, self.advertise_address, timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._log.debug("dial_failed", peer=address, error=str(error) or type(error).__name__)
+            self._post(lambda: self._dial_done(neighbor, conn, None))
+            return
+        self._post(lambda: self._dial_done(neighbor, conn, stream))
+
+    def _dial_done(self, neighbor: _Neighbor, conn: int, stream: ClientStream | None) -> None:
+        dial = neighbor.dials.pop(conn, None)
+        current = self._neighbors.get(neighbor.config.address) is neighbor
+        if stream is None:
+            if current and dial is not None:
+                self._apply(neighbor, neighbor.peer.handle(Event(EventKind.STREAM_FAILED, conn), self._now()))
+            return
+        if not current or dial is None:
+            self._spawn(stream.close())  # cancelled while dialling
+            return
+        connection = Connection(conn, stream, self._receiver(neighbor))
+        neighbor.connections[conn] = connection
+        self._log.debug("dial_answered", peer=neighbor.config.address, conn=conn)
+        self._spawn(self._pump(neighbor, connection))
+        self._apply(neighbor, neighbor.peer.handle(Event(EventKind.STREAM_REQUEST_ACKED, conn), self._now()))
+
+    async def _pump(self, neighbor: _Neighbor, connection: Connection) -> None:
+        await connection.run()
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- effects ---------------------------------------------------------------------------
+
+    def _apply(self, neighbor: _Neighbor, effects: list[PeerEffect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                connection = neighbor.connections.get(effect.conn)
+                if connection is not None:
+                    if isinstance(effect.message, Notification):
+                        self._log_notification("notification_sent", neighbor, effect.message)
+                    connection.send(effect.message)
+            elif isinstance(effect, Close):
+                self._close(neighbor, effect.conn)
+            elif isinstance(effect, Dial):
+                self._log.debug("dialling", peer=neighbor.config.address, conn=effect.conn)
+                neighbor.dials[effect.conn] = self._spawn(self._dial(neighbor, effect.conn))
+            elif isinstance(effect, StateChanged):
+                self._state_changed(neighbor, effect)
+            elif isinstance(effect, SessionUp):
+                n = effect.negotiated
+                self._log.info(
+                    "session_established",
+                    peer=neighbor.config.address,
+                    peer_asn=n.peer_asn,
+                    hold_time=n.hold_time,
+                    keepalive_time=n.keepalive_time,
+                )
+            elif isinstance(effect, ConnectionRefused):
+                self._log.info("connection_refused", peer=neighbor.config.address, why=effect.why)
+            elif isinstance(effect, UpdateReceived | RouteRefreshRequested):
+                pass  # the routing core (RIBs) consumes these; see the Routing core issue
+
+    def _close(self, neighbor: _Neighbor, conn: int) -> None:
+        self._log.debug("connection_closing", peer=neighbor.config.address, conn=conn)
+        connection = neighbor.connections.pop(conn, None)
+        if connection is not None:
+            connection.close()
+        dial = neighbor.dials.pop(conn, None)
+        if dial is not None:
+            dial.cancel()
+
+    def _state_changed(self, neighbor: _Neighbor, change: StateChanged) -> None:
+        neighbor.last_reason = change.reason
+        fields: dict[str, Any] = {}
+        if change.notification is not None:
+            fields = {"notification": str(change.notification)}
+        self._log.info(
+            "peer_state_changed",
+            peer=neighbor.config.address,
+            old=change.old.value,
+            new=change.new.value,
+            reason=change.reason.value,
+            **fields,
+        )
+        event = PeerStateEvent(
+            neighbor.config.address, change.old, change.new, change.reason, change.notification
+        )
+        for queue in self._watchers:
+            queue.put_nowait(event)
+
+    def _log_notification(self, name: str, neighbor: _Neighbor, notification: Notification) -> None:
+        code, subcode = notification.names
+        self._log.info(
+            name,
+            peer=neighbor.config.address,
+            code=notification.code,
+            subcode=notification.subcode,
+            error=code,
+            suberror=subcode,
+            text=notification.shutdown_communication,
+        )

@@ -1,0 +1,79 @@
+"""The node's gRPC server: PeeringService, the standard health service and server reflection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agentmesh.transport.streams import PEER_ADDRESS_KEY, ServerStream
+from agentmesh.v1 import peering_pb2, peering_pb2_grpc
+
+#: Grace period for in-flight calls when the server stops.
+STOP_GRACE = 1.0
+
+
+class Pumpable(Protocol):
+    async def run(self) -> None: ...
+
+
+#: Called with the address the dialler claims and its stream; returns the connection to pump or raises
+#: PermissionError when the dialler is not a neighbour.
+Acceptor = Callable[[str | None, ServerStream], Awaitable[Pumpable]]
+
+
+class PeeringServicer(peering_pb2_grpc.PeeringServiceServicer):
+    """Hands each Session call to the node as an inbound BGP connection."""
+
+    def __init__(self, accept: Acceptor) -> None:
+        self._accept = accept
+
+    # The handler drives the stream with context.read()/write() rather than returning an iterator.
+    async def Session(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[peering_pb2.SessionRequest],
+        context: grpc.aio.ServicerContext[peering_pb2.SessionRequest, peering_pb2.SessionResponse],
+    ) -> None:
+        claimed = next((v for k, v in context.invocation_metadata() or () if k == PEER_ADDRESS_KEY), None)
+        stream = ServerStream(context)
+        try:
+            connection = await self._accept(claimed if isinstance(claimed, str) else None, stream)
+        except PermissionError as refused:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
+            return
+        await stream.accept()
+        await connection.run()
+
+
+class GrpcServer:
+    """A grpc.aio server with the node's services, health and reflection."""
+
+    def __init__(self, listen: str, accept: Acceptor) -> None:
+        self._listen = listen
+        self._server = grpc.aio.server()
+        self.health = health.aio.HealthServicer()
+        peering_pb2_grpc.add_PeeringServiceServicer_to_server(PeeringServicer(accept), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        services = (
+            peering_pb2.DESCRIPTOR.services_by_name["PeeringService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(services, self._server)
+
+    async def start(self) -> int:
+        """Bind and start; returns the bound port (useful when the configured port is 0)."""
+        port = self._server.add_insecure_port(self._listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {self._listen}")
+        await self._server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        return port
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(STOP_GRACE)

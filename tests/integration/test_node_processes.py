@@ -1,0 +1,123 @@
+"""Nodes as separate processes: killed, frozen, restarted and stopped with signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
+from agentmesh.bgp.fsm import Reason, State
+from agentmesh.config import NeighborConfig
+from agentmesh.speaker.node import Node
+from tests.support.nodes import node_config, running
+from tests.support.processes import NodeProcess, count, free_port, node_processes, write_config
+
+HOLD_TIME = 3
+
+
+def process_config(tmp_path: Path, port: int, neighbor: Node) -> Path:
+    return write_config(
+        tmp_path / "a.yaml",
+        {
+            "node": {"name": "proc-a", "asn": 65001, "router_id": "10.0.0.1", "listen": f"127.0.0.1:{port}"},
+            "timers": {"hold_time": HOLD_TIME, "connect_retry_time": 1, "connect_retry_initial": 0.2},
+            "neighbors": [{"address": neighbor.advertise_address, "asn": neighbor.asn}],
+        },
+    )
+
+
+async def left_established_within(node: Node, address: str, timeout: float) -> Reason:
+    watch = node.watch()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await watch.get()
+                if event.address == address and event.old is State.ESTABLISHED:
+                    return event.reason
+    finally:
+        node.unwatch(watch)
+
+
+async def test_killed_peer_is_noticed_and_the_session_returns_with_it(tmp_path: Path) -> None:
+    async with running(node_config("b", 65002, "10.0.0.2")) as (b,):
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        config = process_config(tmp_path, port, b)
+        with node_processes() as started:
+            started.append(NodeProcess(["serve", "--config", str(config)], tmp_path / "a1.log"))
+            await b.add_neighbor(NeighborConfig(address=address, asn=65001))
+            await b.wait_for_state(address, State.ESTABLISHED, 15)
+
+            started[0].signal_group(signal.SIGKILL)
+            assert await left_established_within(b, address, HOLD_TIME) is Reason.STREAM_FAILED
+
+            started.append(NodeProcess(["serve", "--config", str(config)], tmp_path / "a2.log"))
+            await b.wait_for_state(address, State.ESTABLISHED, 15)
+
+            # SIGTERM: the node tells its peers why it goes (Cease/Administrative Shutdown) and exits 0.
+            watch = b.watch()
+            started[1].signal_group(signal.SIGTERM)
+            assert await started[1].wait_exit() == 0
+            event = await asyncio.wait_for(watch.get(), 5)
+            assert event.notification is not None
+            assert (event.notification.code, event.notification.subcode) == (
+                ErrorCode.CEASE,
+                CeaseSubcode.ADMINISTRATIVE_SHUTDOWN,
+            )
+
+
+async def test_frozen_peer_is_dropped_by_the_hold_timer(tmp_path: Path) -> None:
+    async with running(node_config("b", 65002, "10.0.0.2")) as (b,):
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        with node_processes() as started:
+            config = process_config(tmp_path, port, b)
+            started.append(NodeProcess(["serve", "--config", str(config)], tmp_path / "a.log"))
+            await b.add_neighbor(NeighborConfig(address=address, asn=65001))
+            await b.wait_for_state(address, State.ESTABLISHED, 15)
+
+            # A stopped process keeps its sockets open: only the hold timer can notice (RFC 4271 §6.5).
+            started[0].signal_group(signal.SIGSTOP)
+            try:
+                assert await left_established_within(b, address, HOLD_TIME + 1) is Reason.HOLD_TIMER_EXPIRED
+            finally:
+                started[0].signal_group(signal.SIGCONT)
+
+
+async def test_invalid_config_exits_2_with_the_problem(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "bad.yaml", {"node": {"asn": 23456}, "timers": {"hold_time": 2}})
+    with node_processes() as started:
+        started.append(NodeProcess(["serve", "--config", str(config)], tmp_path / "bad.log"))
+        assert await started[0].wait_exit() == 2
+        text = started[0].log_path.read_text()
+        assert "node.asn" in text and "AS_TRANS" in text
+        assert "timers.hold_time" in text
+
+
+async def test_up_runs_a_three_as_mesh_until_interrupted(tmp_path: Path) -> None:
+    """`agentmesh up`, which `make run` starts: three nodes in three ASes, each peering with the others."""
+    with node_processes() as started:
+        up = NodeProcess(["up", "--base-port", "0"], tmp_path / "up.log")
+        started.append(up)
+        await up.wait_for(lambda events: count(events, "session_established") == 6, timeout=20)
+        asns = {e["asn"] for e in up.events() if e["event"] == "node_started"}
+        assert asns == {65001, 65002, 65003}
+        up.signal_group(signal.SIGINT)
+        assert await up.wait_exit() == 0
+        assert count(up.events(), "node_stopped") == 3
+
+
+async def test_make_run_brings_up_the_demo_mesh(tmp_path: Path) -> None:
+    """The README's first command, as a user runs it (with OS-chosen ports so tests never collide)."""
+    with node_processes() as started:
+        run = NodeProcess(
+            [],
+            tmp_path / "make-run.log",
+            command=["make", "--no-print-directory", "run", "ARGS=--base-port 0"],
+        )
+        started.append(run)
+        await run.wait_for(lambda events: count(events, "session_established") == 6, timeout=60)
+        run.signal_group(signal.SIGINT)
+        await run.wait_exit()
+        assert count(run.events(), "node_stopped") == 3
