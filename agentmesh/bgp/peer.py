@@ -11,8 +11,9 @@ agree on the survivor without talking about it.
 
 One race needs care: if a KEEPALIVE completed the handshake on one stream before the OPEN of the
 other arrived, the two speakers could each keep a different stream. So a KEEPALIVE that would take
-a stream to Established is held back while the other stream still waits for its OPEN; the other
-stream's OPEN or failure releases it. A collision with an Established session closes the newcomer.
+a stream to Established is held back, with whatever follows it on that stream, while the other
+stream still waits for its OPEN; the other stream's OPEN or failure releases them in order.
+A collision with an Established session closes the newcomer.
 
 OPEN checks (RFC 4271 §6.2) happen here, before collision detection, so an unacceptable OPEN
 becomes event 22 with its NOTIFICATION and an acceptable one event 19.
@@ -69,7 +70,8 @@ class Peer:
         self.primary = Fsm(settings, self._rng, self._connection_ids)
         self.contender: Fsm | None = None
         self.enabled = False
-        self._held_keepalive: Event | None = None
+        #: Messages held back on one stream, starting with the KEEPALIVE that would complete it.
+        self._held: list[Event] = []
 
     @property
     def state(self) -> State:
@@ -99,6 +101,12 @@ class Peer:
     def send(self, message: Update | RouteRefresh, now: float) -> list[PeerEffect]:
         return list(self.primary.send(message, now))
 
+    def update_error(self, notification: Notification, now: float) -> list[PeerEffect]:
+        """An UPDATE the routing core could not repair: reset the session (RFC 4271 §6.3, event 28)."""
+        return self._run(
+            self.primary, Event(EventKind.UPDATE_MESSAGE_ERROR, self.primary.conn, None, notification), now
+        )
+
     # -- events ----------------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[PeerEffect]:
@@ -109,10 +117,16 @@ class Peer:
                 # The peer's dial, or a dial of ours the FSM moved on from, that just came up.
                 return self._new_stream(event, now)
             return []  # a stream this peer already let go of
+        if self._held and event.conn == self._held[0].conn:
+            if event.kind is EventKind.STREAM_FAILED:
+                self._held.clear()  # what was held is moot once the stream is gone
+            else:
+                self._held.append(event)  # keep the stream's messages in order behind the KEEPALIVE
+                return []
         if event.kind is EventKind.BGP_OPEN:
             return self._open_received(fsm, event, now)
         if event.kind is EventKind.KEEPALIVE and self._must_hold(fsm):
-            self._held_keepalive = event
+            self._held.append(event)
             return []
         return self._run(fsm, event, now)
 
@@ -175,7 +189,7 @@ class Peer:
         effects = self._run(fsm, event, now)
         if collides and other is not None:
             effects += self._dump(other, now)
-        return effects + self._release_held_keepalive(now)
+        return effects + self._release_held(now)
 
     def _other(self, fsm: Fsm) -> Fsm | None:
         return self.contender if fsm is self.primary else self.primary if self.contender else None
@@ -209,12 +223,12 @@ class Peer:
         other = self._other(fsm)
         return fsm.state is State.OPEN_CONFIRM and other is not None and other.state is State.OPEN_SENT
 
-    def _release_held_keepalive(self, now: float) -> list[PeerEffect]:
-        held, self._held_keepalive = self._held_keepalive, None
-        if held is None:
-            return []
-        fsm = self._owner(held.conn)
-        return self.handle(held, now) if fsm is not None else []
+    def _release_held(self, now: float) -> list[PeerEffect]:
+        held, self._held = self._held, []
+        effects: list[PeerEffect] = []
+        for event in held:
+            effects += self.handle(event, now)
+        return effects
 
     def _run(self, fsm: Fsm, event: Event, now: float) -> list[PeerEffect]:
         return self._after(fsm, fsm.handle(event, now), now)
@@ -231,11 +245,11 @@ class Peer:
         # from OpenSent) is dropped rather than left to dial on its own.
         if self.contender is not None and self.contender.state not in _HANDSHAKE:
             self.contender = None
-            result += self._release_held_keepalive(now)
+            result += self._release_held(now)
         if self.contender is not None and self.primary.state not in _HANDSHAKE:
             result += self._promote()
             self.contender = None
-            result += self._release_held_keepalive(now)
+            result += self._release_held(now)
         elif self.primary.state is State.IDLE and self.enabled:
             result += self.primary.handle(Event(EventKind.AUTOMATIC_START_PASSIVE), now)
         return result

@@ -67,6 +67,20 @@ class ServerStream:
         self.finished.set()
 
 
+async def _connected(channel: grpc.aio.Channel) -> None:
+    """Wait for the channel to connect; fail at the first refusal instead of waiting out gRPC's retries.
+
+    A refused dial is Connect's TcpConnectionFails (RFC 4271 §8.2.2): the FSM, not the channel,
+    decides when to try again.
+    """
+    state = channel.get_state(try_to_connect=True)
+    while state is not grpc.ChannelConnectivity.READY:
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+            raise ConnectionRefusedError("peer not reachable")
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
+
+
 class ClientStream:
     """The dialling end: owns its channel, one per connection attempt like a TCP connection."""
 
@@ -83,7 +97,7 @@ class ClientStream:
         """Open a Session to `target`; raises StreamRefused or TimeoutError or grpc errors."""
         channel = grpc.aio.insecure_channel(target)
         try:
-            await asyncio.wait_for(channel.channel_ready(), timeout)
+            await asyncio.wait_for(_connected(channel), timeout)
             stub = peering_pb2_grpc.PeeringServiceStub(channel)
             call = stub.Session(metadata=((PEER_ADDRESS_KEY, local_address),))
             headers = await asyncio.wait_for(call.initial_metadata(), timeout)

@@ -25,6 +25,7 @@ from agentmesh.bgp.fsm import (
     Settings,
     State,
     StateChanged,
+    UpdateReceived,
     message_event,
 )
 from agentmesh.bgp.messages import KEEPALIVE, Notification, Open, Update, cease
@@ -319,3 +320,22 @@ def test_primary_stream_failing_hands_the_session_to_the_contender() -> None:
     assert peer.state is State.ESTABLISHED
     assert peer.primary.conn == theirs
     peer.send(Update(withdrawn=("summarizer",)), 2.0)  # the speaker can use the session
+
+
+def test_messages_behind_a_held_keepalive_keep_their_order() -> None:
+    """The peer (higher id) wins with its own stream and sends End-of-RIB right after its KEEPALIVE."""
+    peer = Peer(Settings(local_asn=65001, local_id=1, peer_asn=65002, hold_time=9), random.Random(0))
+    dial = next(e for e in peer.start(0.0) if isinstance(e, Dial))
+    peer.handle(Event(EventKind.STREAM_REQUEST_ACKED, dial.conn), 0.0)
+    theirs = peer.new_connection_id()
+    peer.handle(Event(EventKind.STREAM_CONFIRMED, theirs), 0.0)
+    remote_open = Open(asn=65002, hold_time=9, bgp_identifier=2)
+    peer.handle(message_event(theirs, remote_open), 0.0)
+    assert peer.handle(message_event(theirs, KEEPALIVE), 0.0) == []
+    assert peer.handle(message_event(theirs, Update(end_of_rib=True)), 0.0) == []  # held behind it
+    effects = peer.handle(message_event(dial.conn, remote_open), 0.0)
+    assert peer.state is State.ESTABLISHED and peer.primary.conn == theirs
+    assert UpdateReceived(Update(end_of_rib=True)) in effects
+    assert not any(
+        isinstance(e, Send) and isinstance(e.message, Notification) and e.conn == theirs for e in effects
+    )
