@@ -366,6 +366,14 @@ class TimersConfig(_Model):
     keepalive_time: StrictInt | None = None
     connect_retry_time: StrictFloat = Field(default=120.0, allow_inf_nan=False)
     connect_retry_initial: StrictFloat = Field(default=1.0, allow_inf_nan=False)
+    min_advertisement_interval: StrictFloat = Field(default=0.1, allow_inf_nan=False)
+
+    @field_validator("min_advertisement_interval")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"must be 0 or more seconds, got {value:g}")
+        return value
 
     @field_validator("hold_time")
     @classmethod

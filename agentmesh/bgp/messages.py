@@ -127,6 +127,9 @@ class Update:
     end_of_rib: bool = False
     withdrawn_path_ids: tuple[int, ...] = ()
     announced_path_ids: tuple[int, ...] = ()
+    #: Set by the decoder, never sent: why the attributes are unusable, so that the announced names
+    #: are treated as withdrawn (RFC 7606 §2) rather than the session being reset.
+    attribute_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)

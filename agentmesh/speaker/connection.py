@@ -22,12 +22,29 @@ class Connection:
     reaches the peer before the stream goes away (RFC 4271 §6).
     """
 
-    def __init__(self, conn: int, stream: Stream, deliver: Callable[[int, Received], None]) -> None:
+    def __init__(
+        self,
+        conn: int,
+        stream: Stream,
+        deliver: Callable[[int, Received], None],
+        drained: Callable[[], None] | None = None,
+    ) -> None:
         self.conn = conn
         self._stream = stream
         self._deliver = deliver
+        self._drained = drained
         self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._closing = False
+        self._drain_wanted = False
+
+    @property
+    def backlog(self) -> int:
+        """Messages queued and not yet handed to gRPC."""
+        return self._outbox.qsize()
+
+    def notify_when_drained(self) -> None:
+        """Call `drained` once the backlog is empty: the owner refills a peer only as fast as it reads."""
+        self._drain_wanted = True
 
     def send(self, message: Message) -> None:
         if not self._closing:
@@ -83,3 +100,6 @@ class Connection:
                 self._closing = True
                 self._deliver(self.conn, None)
                 return
+            if self._drain_wanted and self._outbox.empty() and self._drained is not None:
+                self._drain_wanted = False
+                self._drained()

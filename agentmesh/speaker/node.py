@@ -37,10 +37,13 @@ from agentmesh.bgp.fsm import (
     UpdateReceived,
     message_event,
 )
-from agentmesh.bgp.messages import Notification, cease
+from agentmesh.bgp.messages import AgentAttributes, Notification, Update, cease
 from agentmesh.bgp.peer import ConnectionRefused, Peer, PeerEffect
 from agentmesh.config import Config, NeighborConfig, join_host_port, router_id_to_int, split_host_port
 from agentmesh.obs.logging import get_logger
+from agentmesh.rib.decision import Decision, Path
+from agentmesh.rib.resolve import longest_match
+from agentmesh.rib.rib import Rib, RibCounts
 from agentmesh.speaker.connection import Connection, Received
 from agentmesh.transport import codec
 from agentmesh.transport.server import GrpcServer
@@ -50,6 +53,12 @@ T = TypeVar("T")
 
 #: How long `stop()` waits for the Cease NOTIFICATIONs to be flushed before closing the server.
 SHUTDOWN_FLUSH_TIMEOUT = 2.0
+#: UPDATEs queued on one stream before the owner waits for the writer: bounds memory, not throughput.
+SEND_WINDOW = 16
+#: Names turned into UPDATEs per step, so one busy peer does not stall the owner for long.
+NAMES_PER_STEP = 50_000
+#: Names listed in one log line about dropped routes.
+LOGGED_NAMES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +130,12 @@ class Node:
         if advertised_port == 0:
             self.advertise_address = join_host_port(host, port)
         self.listen_address = join_host_port(split_host_port(self.config.node.listen)[0], port)
+        self.rib = Rib(
+            self.asn,
+            router_id_to_int(self.router_id),
+            self.advertise_address,
+            self.config.timers.min_advertisement_interval,
+        )
         self._owner = asyncio.create_task(self._run(), name=f"agentmesh-owner-{self.name}")
         self._log.info("node_started", listen=self.listen_address, asn=self.asn, router_id=self.router_id)
         for neighbor in self.config.neighbors:
@@ -199,15 +214,57 @@ class Node:
         finally:
             self.unwatch(queue)
 
+    async def announce_agents(
+        self,
+        names: list[str],
+        agent: AgentAttributes,
+        *,
+        med: int | None = None,
+        communities: tuple[int, ...] = (),
+    ) -> None:
+        """Originate routes for agents hosted here; raises ValueError for a bad name or attribute."""
+        await self.call(
+            lambda: self.rib.originate(names, agent, med=med, communities=communities, now=self._now())
+        )
+
+    async def withdraw_agents(self, names: list[str]) -> None:
+        await self.call(lambda: self.rib.withdraw_local(names, self._now()))
+
+    async def resolve(self, name: str) -> tuple[str, Path] | None:
+        """Longest match of `name` in the Loc-RIB: the entry serving it and its best path."""
+
+        def lookup() -> tuple[str, Path] | None:
+            match = longest_match(name, self.rib._loc)
+            best = self.rib.best(match) if match is not None else None
+            return (match, best) if match is not None and best is not None else None
+
+        return await self.call(lookup)
+
+    async def explain(self, name: str) -> Decision | None:
+        return await self.call(lambda: self.rib.explain(name))
+
+    async def loc_rib(self) -> dict[str, Path]:
+        return await self.call(lambda: dict(self.rib.loc_rib()))
+
+    async def rib_counts(self) -> RibCounts:
+        return await self.call(self.rib.counts)
+
     # -- the owner task --------------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
-            command = await self._inbox.get()
-            command()
+            self._execute(await self._inbox.get())
             while not self._inbox.empty():
-                self._inbox.get_nowait()()
-            self._poll_timers()
+                self._execute(self._inbox.get_nowait())
+            self._execute(self._poll_timers)
+            self._execute(self._advertise)
+
+    def _execute(self, command: Callable[[], None]) -> None:
+        # A bug in one command must not take the owner, and with it the whole node, down silently.
+        try:
+            command()
+        except Exception:
+            self._log.exception("owner_command_failed")
 
     def _post(self, command: Callable[[], None]) -> None:
         self._inbox.put_nowait(command)
@@ -220,6 +277,8 @@ class Node:
         for neighbor in list(self._neighbors.values()):
             self._apply(neighbor, neighbor.peer.poll(now))
         deadlines = [d for n in self._neighbors.values() if (d := n.peer.next_deadline()) is not None]
+        if (rib_due := self.rib.next_deadline()) is not None:
+            deadlines.append(rib_due)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -250,6 +309,7 @@ class Node:
             raise ValueError(f"neighbour {config.address} is this node's own address")
         neighbor = _Neighbor(config, Peer(self._settings(config), self._rng))
         self._neighbors[config.address] = neighbor
+        self.rib.add_peer(config.address, config.asn, router_id=0)
         self._log.info("peer_added", peer=config.address, peer_asn=config.asn, passive=config.passive)
         self._apply(neighbor, neighbor.peer.start(self._now()))
 
@@ -259,6 +319,7 @@ class Node:
             raise KeyError(f"no neighbour {address}")
         self._stop_peer(neighbor, cease(CeaseSubcode.PEER_DECONFIGURED))
         del self._neighbors[address]
+        self.rib.remove_peer(address)
         self._log.info("peer_removed", peer=address)
 
     def _stop_all(self, notification: Notification) -> None:
@@ -299,7 +360,7 @@ class Node:
                 f"{claimed_address!r} is not a configured neighbour of {self.advertise_address}"
             )
         conn = neighbor.peer.new_connection_id()
-        connection = Connection(conn, stream, self._receiver(neighbor))
+        connection = Connection(conn, stream, self._receiver(neighbor), self._refill)
         neighbor.connections[conn] = connection
         self._log.debug("stream_offered", peer=neighbor.config.address, conn=conn)
         self._apply(neighbor, neighbor.peer.handle(Event(EventKind.STREAM_CONFIRMED, conn), self._now()))
@@ -356,7 +417,7 @@ class Node:
         if not current or dial is None:
             self._spawn(stream.close())  # cancelled while dialling
             return
-        connection = Connection(conn, stream, self._receiver(neighbor))
+        connection = Connection(conn, stream, self._receiver(neighbor), self._refill)
         neighbor.connections[conn] = connection
         self._log.debug("dial_answered", peer=neighbor.config.address, conn=conn)
         self._spawn(self._pump(neighbor, connection))
@@ -390,6 +451,7 @@ class Node:
                 self._state_changed(neighbor, effect)
             elif isinstance(effect, SessionUp):
                 n = effect.negotiated
+                self.rib.peer_up(neighbor.config.address, n.peer_id)
                 self._log.info(
                     "session_established",
                     peer=neighbor.config.address,
@@ -399,8 +461,51 @@ class Node:
                 )
             elif isinstance(effect, ConnectionRefused):
                 self._log.info("connection_refused", peer=neighbor.config.address, why=effect.why)
-            elif isinstance(effect, UpdateReceived | RouteRefreshRequested):
-                pass  # the routing core (RIBs) consumes these; see the Routing core issue
+            elif isinstance(effect, UpdateReceived):
+                self._update_received(neighbor, effect.update)
+            elif isinstance(effect, RouteRefreshRequested):
+                pass  # answered by the route refresh feature (RFC 2918), not yet built
+
+    def _update_received(self, neighbor: _Neighbor, update: Update) -> None:
+        address = neighbor.config.address
+        result = self.rib.receive(address, update, self._now())
+        if result.error is not None:
+            self._log.warning("update_error", peer=address, notification=str(result.error))
+            self._apply(neighbor, neighbor.peer.update_error(result.error, self._now()))
+            return
+        if result.end_of_rib:
+            self._log.info("end_of_rib_received", peer=address)
+        if (dropped := result.dropped) is not None:
+            self._log_dropped(address, dropped.reason.value, dropped.detail, dropped.names)
+
+    def _log_dropped(self, address: str, reason: str, detail: str, names: tuple[str, ...]) -> None:
+        # One line per UPDATE, never one per name: a bad table must not flood the log.
+        self._log.warning(
+            "routes_dropped",
+            peer=address,
+            reason=reason,
+            detail=detail,
+            count=len(names),
+            names=names[:LOGGED_NAMES],
+        )
+
+    def _advertise(self) -> None:
+        """Turn queued names into UPDATEs for every peer whose stream has room (DESIGN §4.4)."""
+        now = self._now()
+        for address, neighbor in self._neighbors.items():
+            if neighbor.peer.state is not State.ESTABLISHED or not self.rib.has_pending(address, now):
+                continue
+            connection = neighbor.connections.get(neighbor.peer.primary.conn or 0)
+            if connection is None:
+                continue
+            while connection.backlog < SEND_WINDOW and self.rib.has_pending(address, now):
+                for update in self.rib.take_updates(address, now, NAMES_PER_STEP):
+                    self._apply(neighbor, neighbor.peer.send(update, now))
+            if self.rib.has_pending(address, now):
+                connection.notify_when_drained()
+
+    def _refill(self) -> None:
+        self._post(lambda: None)  # waking the owner is enough: it advertises after every batch
 
     def _close(self, neighbor: _Neighbor, conn: int) -> None:
         self._log.debug("connection_closing", peer=neighbor.config.address, conn=conn)
@@ -413,6 +518,9 @@ class Node:
 
     def _state_changed(self, neighbor: _Neighbor, change: StateChanged) -> None:
         neighbor.last_reason = change.reason
+        if change.old is State.ESTABLISHED:
+            # RFC 4271 §9: the peer's routes go with its session.
+            self.rib.peer_down(neighbor.config.address)
         fields: dict[str, Any] = {}
         if change.notification is not None:
             fields = {"notification": str(change.notification)}

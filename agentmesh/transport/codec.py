@@ -7,7 +7,7 @@ FSM as a header error (event 21).
 
 from __future__ import annotations
 
-from agentmesh.bgp.errors import ErrorCode, HeaderSubcode, UpdateSubcode
+from agentmesh.bgp.errors import ErrorCode, HeaderSubcode
 from agentmesh.bgp.messages import (
     KEEPALIVE,
     AgentAttributes,
@@ -187,26 +187,35 @@ def _decode_open(wire: pb.Open) -> Open:
     )
 
 
+class MalformedAttributes(ValueError):
+    """Attributes that decode but cannot be used; their names are treated as withdrawn (RFC 7606)."""
+
+
 def _decode_update(wire: pb.Update) -> Update:
+    attributes: PathAttributes | None = None
+    error = ""
+    if wire.HasField("path_attributes"):
+        try:
+            attributes = decode_attributes(wire.path_attributes)
+        except MalformedAttributes as malformed:
+            error = str(malformed)
     return Update(
         withdrawn=tuple(wire.withdrawn_names),
-        attributes=decode_attributes(wire.path_attributes) if wire.HasField("path_attributes") else None,
+        attributes=attributes,
         announced=tuple(wire.announced_names),
         end_of_rib=wire.end_of_rib,
         withdrawn_path_ids=tuple(wire.withdrawn_path_ids),
         announced_path_ids=tuple(wire.announced_path_ids),
+        attribute_error=error,
     )
 
 
 def decode_attributes(wire: pb.PathAttributes) -> PathAttributes:
-    """Path attributes as received; checking them (RFC 7606) is the routing core's job."""
+    """Path attributes as received; the routing core checks the rest (bounds, loops)."""
     origin = _ORIGIN_FROM_PB.get(wire.origin)
     if origin is None:
-        # ORIGIN is well-known mandatory (RFC 4271 §5.1.1, §6.3).
-        raise DecodeError(
-            Notification(ErrorCode.UPDATE_MESSAGE, UpdateSubcode.MISSING_WELL_KNOWN_ATTRIBUTE, b"\x01"),
-            "UPDATE without ORIGIN",
-        )
+        # ORIGIN is well-known mandatory (RFC 4271 §5.1.1); missing, it is treat-as-withdraw (RFC 7606 §3.d).
+        raise MalformedAttributes("ORIGIN missing")
     agent = wire.agent
     health = agent.health
     return PathAttributes(

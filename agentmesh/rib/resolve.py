@@ -1,0 +1,144 @@
+"""Resolution indexes over the Loc-RIB: longest match, capability tags and globs, without scans.
+
+* Exact names and aggregates: the Loc-RIB dict itself. A name resolves to its own entry or else to
+  the longest aggregate covering it (`a.b.c` -> `a.b.*` -> `a.*`): one dict lookup per label.
+* Capability tags: tag -> names whose best path carries the tag.
+* Globs: a trie of labels. `*`, `?` and `[...]` match within one label (fnmatch); a `**` label
+  matches any number of labels. Only the branches a wildcard label opens are walked.
+
+The Rib calls `update` with every name whose best path changed, so the indexes follow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from fnmatch import fnmatchcase
+from typing import Protocol
+
+from agentmesh.rib.names import covering_aggregates
+
+_WILDCARDS = frozenset("*?[")
+_TERMINAL = ""  # labels are never empty, so "" marks "a name ends here"
+
+Trie = dict[str, "Trie | str"]
+
+
+class _HasCapabilities(Protocol):
+    @property
+    def capabilities(self) -> tuple[str, ...]: ...
+
+
+class _Agentful(Protocol):
+    @property
+    def agent(self) -> _HasCapabilities: ...
+
+
+class _PathLike(Protocol):
+    @property
+    def attrs(self) -> _Agentful: ...
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether `pattern` is a glob rather than a name; a trailing `.*` alone is an aggregate."""
+    body = pattern[:-2] if pattern.endswith(".*") else pattern
+    return any(char in _WILDCARDS for char in body)
+
+
+class ResolutionIndex:
+    """Capability and label indexes that follow the Loc-RIB."""
+
+    def __init__(self) -> None:
+        self._by_capability: dict[str, set[str]] = {}
+        self._trie: Trie = {}
+
+    def update(self, changed: Mapping[str, _PathLike | None], loc: Mapping[str, _PathLike]) -> None:
+        """Follow best-path changes: `changed` maps each name to its previous best path."""
+        for name, old in changed.items():
+            new = loc.get(name)
+            old_tags = old.attrs.agent.capabilities if old is not None else ()
+            new_tags = new.attrs.agent.capabilities if new is not None else ()
+            if old_tags != new_tags:
+                for tag in old_tags:
+                    self._discard_tag(tag, name)
+                for tag in new_tags:
+                    self._by_capability.setdefault(tag, set()).add(name)
+            if old is None and new is not None:
+                self._insert(name)
+            elif new is None and old is not None:
+                self._remove(name)
+
+    def _discard_tag(self, tag: str, name: str) -> None:
+        names = self._by_capability.get(tag)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._by_capability[tag]
+
+    def _insert(self, name: str) -> None:
+        node = self._trie
+        for label in name.split("."):
+            child = node.get(label)
+            if not isinstance(child, dict):
+                child = node[label] = {}
+            node = child
+        node[_TERMINAL] = name
+
+    def _remove(self, name: str) -> None:
+        trail: list[tuple[Trie, str]] = []
+        node = self._trie
+        for label in name.split("."):
+            child = node.get(label)
+            if not isinstance(child, dict):
+                return
+            trail.append((node, label))
+            node = child
+        node.pop(_TERMINAL, None)
+        for parent, label in reversed(trail):
+            if parent[label]:
+                break
+            del parent[label]
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def by_capability(self, tag: str) -> frozenset[str]:
+        return frozenset(self._by_capability.get(tag, ()))
+
+    def glob(self, pattern: str, limit: int | None = None) -> list[str]:
+        """Names matching a glob, sorted; at most `limit` of them."""
+        found: list[str] = []
+        for name in self._match(self._trie, pattern.split("."), 0):
+            found.append(name)
+            if limit is not None and len(found) >= limit:
+                break
+        return sorted(found)
+
+    def _match(self, node: Trie, labels: list[str], i: int) -> Iterator[str]:
+        if i == len(labels):
+            terminal = node.get(_TERMINAL)
+            if isinstance(terminal, str):
+                yield terminal
+            return
+        label = labels[i]
+        if label == "**":
+            yield from self._match(node, labels, i + 1)  # ** matching no label
+            for key, child in node.items():
+                if key != _TERMINAL and isinstance(child, dict):
+                    yield from self._match(child, labels, i)
+        elif any(char in _WILDCARDS for char in label):
+            for key, child in node.items():
+                if key != _TERMINAL and isinstance(child, dict) and fnmatchcase(key, label):
+                    yield from self._match(child, labels, i + 1)
+        else:
+            exact = node.get(label)
+            if isinstance(exact, dict):
+                yield from self._match(exact, labels, i + 1)
+
+
+def longest_match(name: str, loc: Mapping[str, _PathLike]) -> str | None:
+    """The Loc-RIB entry that serves `name`: itself, else the longest covering aggregate."""
+    if name in loc:
+        return name
+    for aggregate in covering_aggregates(name):
+        if aggregate in loc:
+            return aggregate
+    return None

@@ -1,0 +1,476 @@
+"""The RIBs of one node: Adj-RIB-In per source, Loc-RIB, Adj-RIB-Out per peer (RFC 4271 §3.2, §9).
+
+Theory of operation
+-------------------
+Routes arrive in bulk: an UPDATE carries many names that share one attribute set. `receive`
+interns the set, wraps it in one `Path` (with its decision rank computed once) and then does a
+short loop over the names: store the path in the sender's Adj-RIB-In, compare it with the current
+best, and remember which names changed. Only when the best path itself was replaced or withdrawn
+does a name need the full decision over all candidates (`_recompute`).
+
+Changed names go into each established peer's pending set (DESIGN §4.4: queue dirty names, not
+messages). `take_updates` later turns a peer's pending names into UPDATEs from the latest state,
+grouping names by their exported attribute set, so a thousand flaps of one name cost one UPDATE.
+Withdrawals go out at once; announcements wait for the minimum advertisement interval since the
+previous announcement to that peer (RFC 4271 §9.2.1.1, which exempts withdrawals).
+
+The locally originated routes live in the Adj-RIB-In of a pseudo-source, `LOCAL`, so the decision
+process treats them like any other candidate.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from agentmesh.bgp.errors import ErrorCode, UpdateSubcode
+from agentmesh.bgp.messages import AgentAttributes, Notification, Origin, PathAttributes, Update
+from agentmesh.rib import names as namespace
+from agentmesh.rib.attributes import (
+    NO_ADVERTISE,
+    NO_EXPORT,
+    AttributePool,
+    exported_external,
+    exported_internal,
+    imported,
+    malformation,
+)
+from agentmesh.rib.decision import Decision, Path, Source, decide, make_path
+from agentmesh.rib.resolve import ResolutionIndex
+
+LOCAL = ""
+#: Most names one UPDATE may carry; more is a malformed message (RFC 7606 §5.3 leaves no safe repair).
+MAX_NAMES_PER_UPDATE = 200_000
+#: Cached paths beyond which unused paths and attribute sets are collected (then twice the live count).
+COLLECT_THRESHOLD = 4096
+#: Budget of name octets per UPDATE built here: a few hundred KiB, well under gRPC's 4 MiB default.
+UPDATE_NAME_BYTES = 256 * 1024
+
+
+class Drop(Enum):
+    """Why received names were not installed."""
+
+    AS_PATH_LOOP = "as_path_loop"
+    MALFORMED_ATTRIBUTES = "malformed_attributes"
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Names of one UPDATE that were treated as withdrawn, and why (for logs and counters)."""
+
+    reason: Drop
+    detail: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What `receive` did with one UPDATE."""
+
+    announced: int = 0
+    withdrawn: int = 0
+    changed: int = 0
+    dropped: Dropped | None = None
+    #: When set the UPDATE cannot be repaired: reset the session with this NOTIFICATION.
+    error: Notification | None = None
+    end_of_rib: bool = False
+
+
+@dataclass(slots=True)
+class _Outbox:
+    """Adj-RIB-Out of one peer and the names waiting to be (re)advertised to it."""
+
+    source: Source
+    next_hop: str
+    advertised: dict[str, PathAttributes] = field(default_factory=dict)
+    #: Names that lost their best path: sent as soon as the peer can take them.
+    urgent: dict[str, None] = field(default_factory=dict)
+    #: Names with a new best path: sent once the advertisement interval has passed.
+    pending: dict[str, None] = field(default_factory=dict)
+    established: bool = False
+    end_of_rib_pending: bool = False
+    #: The advertisement interval runs from the end of one burst of announcements to the next.
+    next_announcement: float = float("-inf")
+    exports: dict[Path, PathAttributes | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RibCounts:
+    adj_rib_in: int
+    loc_rib: int
+    adj_rib_out: int
+    attribute_sets: int
+
+
+class Rib:
+    """Adj-RIB-In, Loc-RIB and Adj-RIB-Out of one node, with local origination and resolution."""
+
+    def __init__(
+        self, asn: int, router_id: int, next_hop: str, min_advertisement_interval: float = 0.1
+    ) -> None:
+        self.asn = asn
+        self.router_id = router_id
+        self.next_hop = next_hop
+        self.min_advertisement_interval = min_advertisement_interval
+        self._pool = AttributePool()
+        self._local = Source(LOCAL, asn, router_id, internal=True, local=True)
+        self._sources: dict[str, Source] = {LOCAL: self._local}
+        self._adj_in: dict[str, dict[str, Path]] = {LOCAL: {}}
+        self._paths: dict[tuple[str, PathAttributes], Path] = {}
+        self._loc: dict[str, Path] = {}
+        self._out: dict[str, _Outbox] = {}
+        self.index = ResolutionIndex()
+        self.loops_dropped = 0
+        self._collect_at = COLLECT_THRESHOLD
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def add_peer(self, key: str, asn: int, router_id: int) -> None:
+        """Register a neighbour (before its session comes up)."""
+        source = Source(key, asn, router_id, internal=asn == self.asn)
+        self._sources[key] = source
+        self._adj_in[key] = {}
+        self._out[key] = _Outbox(source, self.next_hop)
+
+    def remove_peer(self, key: str) -> None:
+        self.peer_down(key)
+        del self._sources[key], self._adj_in[key], self._out[key]
+
+    def peer_up(self, key: str, router_id: int) -> None:
+        """The session is Established: queue the whole table, then End-of-RIB (RFC 4724 §2)."""
+        self._set_router_id(key, router_id)
+        out = self._out[key]
+        out.established = True
+        out.advertised.clear()
+        out.urgent.clear()
+        out.pending = dict.fromkeys(self._loc)
+        out.end_of_rib_pending = True
+        out.next_announcement = float("-inf")
+
+    def peer_down(self, key: str) -> None:
+        """The session ended: flush the peer's routes and forget what was advertised to it."""
+        out = self._out[key]
+        out.established = False
+        out.advertised.clear()
+        out.urgent.clear()
+        out.pending.clear()
+        out.exports.clear()
+        out.end_of_rib_pending = False
+        adj = self._adj_in[key]
+        self._adj_in[key] = {}
+        self._paths = {k: p for k, p in self._paths.items() if k[0] != key}
+        self._withdraw_paths(key, adj)
+
+    def _set_router_id(self, key: str, router_id: int) -> None:
+        """The router id is learnt from OPEN; it feeds step 8 of the decision (so paths are remade)."""
+        old = self._sources[key]
+        if old.router_id != router_id:
+            source = Source(key, old.asn, router_id, old.internal)
+            self._sources[key] = source
+            self._out[key].source = source
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def receive(self, key: str, update: Update, now: float) -> Received:
+        """Apply one UPDATE from neighbour `key` (RFC 4271 §9, RFC 7606 §2)."""
+        if update.end_of_rib and not update.withdrawn and not update.announced:
+            return Received(end_of_rib=True)
+        if error := self._unrepairable(update):
+            return Received(error=error)
+        withdrawn: Iterable[str] = update.withdrawn
+        announced = update.announced
+        dropped = None
+        if announced:
+            dropped = self._drop_reason(update)
+            if dropped is not None:
+                withdrawn, announced = itertools.chain(update.withdrawn, announced), ()
+        changed: dict[str, Path | None] = {}
+        adj = self._adj_in[key]
+        for name in withdrawn:
+            path = adj.pop(name, None)
+            if path is not None and self._loc.get(name) is path:
+                changed[name] = path
+        if announced:
+            assert update.attributes is not None
+            source = self._sources[key]
+            self._install(
+                adj,
+                self._path(source, imported(update.attributes, internal=source.internal)),
+                announced,
+                changed,
+            )
+        self._commit(changed)
+        return Received(len(announced), len(update.withdrawn), len(changed), dropped)
+
+    def _unrepairable(self, update: Update) -> Notification | None:
+        """Errors in the names themselves: without trustworthy NLRI only a reset is safe (RFC 7606 §5.3)."""
+        if len(update.withdrawn) + len(update.announced) > MAX_NAMES_PER_UPDATE:
+            return Notification(
+                ErrorCode.UPDATE_MESSAGE, UpdateSubcode.INVALID_NETWORK_FIELD, b"too many names"
+            )
+        bad = namespace.invalid_names(update.withdrawn) or namespace.invalid_names(update.announced)
+        if bad:
+            return Notification(
+                ErrorCode.UPDATE_MESSAGE, UpdateSubcode.INVALID_NETWORK_FIELD, bad[0][:64].encode()
+            )
+        if (
+            update.announced
+            and update.announced_path_ids
+            and len(update.announced_path_ids) != len(update.announced)
+        ):
+            return Notification(ErrorCode.UPDATE_MESSAGE, UpdateSubcode.MALFORMED_ATTRIBUTE_LIST)
+        return None
+
+    def _drop_reason(self, update: Update) -> Dropped | None:
+        attrs = update.attributes
+        problem = update.attribute_error or (
+            malformation(attrs) if attrs else "announced names without attributes"
+        )
+        if problem:
+            return Dropped(Drop.MALFORMED_ATTRIBUTES, problem, update.announced)
+        assert attrs is not None
+        if self.asn in attrs.as_path:
+            # RFC 4271 §9.1.2: a route whose AS_PATH holds our own AS is a loop.
+            self.loops_dropped += len(update.announced)
+            return Dropped(
+                Drop.AS_PATH_LOOP, f"AS_PATH {list(attrs.as_path)} contains AS{self.asn}", update.announced
+            )
+        return None
+
+    def _path(self, source: Source, attrs: PathAttributes) -> Path:
+        """The shared Path for an attribute set from a source, created (and ranked) once."""
+        attrs = self._pool.intern(attrs)
+        path = self._paths.get((source.key, attrs))
+        if path is None or path.source is not source:
+            if len(self._paths) >= self._collect_at:
+                self.collect()
+            path = self._paths[(source.key, attrs)] = make_path(attrs, source)
+        return path
+
+    def collect(self) -> None:
+        """Drop paths and attribute sets no route uses any more.
+
+        Churn leaves superseded attribute sets behind; collecting whenever the cache doubles keeps
+        memory proportional to what is in use at an amortised cost of O(1) per new path.
+        """
+        live = set(itertools.chain.from_iterable(adj.values() for adj in self._adj_in.values()))
+        self._paths = {key: path for key, path in self._paths.items() if path in live}
+        in_use = {id(path.attrs) for path in live}
+        for out in self._out.values():
+            out.exports.clear()
+            in_use.update(id(attrs) for attrs in set(out.advertised.values()))
+        self._pool.collect(in_use)
+        self._collect_at = max(COLLECT_THRESHOLD, 2 * len(self._paths))
+
+    def _install(
+        self, adj: dict[str, Path], path: Path, names: Iterable[str], changed: dict[str, Path | None]
+    ) -> None:
+        loc = self._loc
+        rank = path.rank
+        for name in names:
+            previous = adj.get(name)
+            adj[name] = path
+            best = loc.get(name)
+            if best is None:
+                loc[name] = path
+                changed[name] = None
+            elif best is previous:
+                # The sender replaced its own best path: every candidate must be looked at again.
+                changed.setdefault(name, best)
+            elif rank < best.rank:
+                loc[name] = path
+                changed.setdefault(name, best)
+
+    def _withdraw_paths(self, key: str, removed: dict[str, Path]) -> None:
+        loc = self._loc
+        changed = {name: path for name, path in removed.items() if loc.get(name) is path}
+        self._commit(changed)
+
+    def _commit(self, changed: Mapping[str, Path | None]) -> None:
+        """Settle the best path of each changed name and queue it for every established peer."""
+        if not changed:
+            return
+        for name, old in changed.items():
+            if old is not None and self._loc.get(name) in (old, None):
+                self._recompute(name)
+        # Names whose best path ended up as it was (a replaced best that won again) need no UPDATE.
+        loc = self._loc
+        moved = {name: old for name, old in changed.items() if loc.get(name) is not old}
+        self.index.update(moved, loc)
+        gone = dict.fromkeys(name for name in moved if name not in loc)
+        present = dict.fromkeys(name for name in moved if name not in gone) if gone else dict.fromkeys(moved)
+        for out in self._out.values():
+            if out.established:
+                out.urgent.update(gone)
+                out.pending.update(present)
+
+    def _recompute(self, name: str) -> None:
+        best: Path | None = None
+        for adj in self._adj_in.values():
+            path = adj.get(name)
+            if path is not None and (best is None or path.rank < best.rank):
+                best = path
+        if best is None:
+            self._loc.pop(name, None)
+        else:
+            self._loc[name] = best
+
+    # -- local origination -----------------------------------------------------------------
+
+    def originate(
+        self,
+        names: Iterable[str],
+        agent: AgentAttributes,
+        *,
+        med: int | None = None,
+        communities: tuple[int, ...] = (),
+        now: float = 0.0,
+    ) -> None:
+        """Announce agents hosted by this node (ORIGIN IGP, empty AS_PATH, NEXT_HOP ourselves)."""
+        names = tuple(names)
+        if bad := namespace.invalid_names(names):
+            raise ValueError(f"invalid agent name {bad[0]!r}: labels of [A-Za-z0-9_-] joined by dots")
+        attrs = PathAttributes(
+            origin=Origin.IGP,
+            as_path=(),
+            next_hop=self.next_hop,
+            med=med,
+            communities=communities,
+            agent=agent,
+        )
+        if problem := malformation(attrs):
+            raise ValueError(f"invalid agent attributes: {problem}")
+        changed: dict[str, Path | None] = {}
+        self._install(self._adj_in[LOCAL], self._path(self._local, attrs), names, changed)
+        self._commit(changed)
+
+    def withdraw_local(self, names: Iterable[str], now: float = 0.0) -> None:
+        adj = self._adj_in[LOCAL]
+        removed = {name: path for name in names if (path := adj.pop(name, None)) is not None}
+        loc = self._loc
+        self._commit({name: path for name, path in removed.items() if loc.get(name) is path})
+
+    # -- advertising -----------------------------------------------------------------------
+
+    def has_pending(self, key: str, now: float) -> bool:
+        """Whether `take_updates` would produce something for the peer now."""
+        out = self._out[key]
+        if not out.established:
+            return False
+        due = bool(out.pending) and now >= out.next_announcement
+        return bool(out.urgent) or due or (out.end_of_rib_pending and not out.pending)
+
+    def next_deadline(self) -> float | None:
+        """When announcements held back by the advertisement interval become due."""
+        due = [out.next_announcement for out in self._out.values() if out.established and out.pending]
+        return min(due, default=None)
+
+    def take_updates(self, key: str, now: float, max_names: int = 50_000) -> list[Update]:
+        """UPDATEs for up to `max_names` of the peer's queued names, withdrawals first."""
+        out = self._out[key]
+        if not out.established:
+            return []
+        advertised = out.advertised
+        withdrawn: list[str] = []
+        for name in _take(out.urgent, max_names):
+            # A name that came back meanwhile is also in `pending`, and is announced from there.
+            if self._export(out, name) is None and advertised.pop(name, None) is not None:
+                withdrawn.append(name)
+        groups: dict[PathAttributes, list[str]] = {}
+        if out.pending and now >= out.next_announcement:
+            for name in _take(out.pending, max_names - len(withdrawn)):
+                exported = self._export(out, name)
+                if exported is advertised.get(name):
+                    continue
+                if exported is None:
+                    del advertised[name]
+                    withdrawn.append(name)
+                else:
+                    advertised[name] = exported
+                    groups.setdefault(exported, []).append(name)
+            if not out.pending:
+                out.next_announcement = now + self.min_advertisement_interval
+        updates = [Update(withdrawn=chunk) for chunk in _chunks(withdrawn)]
+        for attrs, group in groups.items():
+            updates += [Update(attributes=attrs, announced=chunk) for chunk in _chunks(group)]
+        if out.end_of_rib_pending and not out.pending and not out.urgent:
+            out.end_of_rib_pending = False
+            updates.append(Update(end_of_rib=True))
+        return updates
+
+    def _export(self, out: _Outbox, name: str) -> PathAttributes | None:
+        best = self._loc.get(name)
+        if best is None:
+            return None
+        try:
+            return out.exports[best]
+        except KeyError:
+            exported = out.exports[best] = self._export_path(out.source, best)
+            return exported
+
+    def _export_path(self, peer: Source, path: Path) -> PathAttributes | None:
+        """What to advertise to `peer` for a best path, or None to advertise nothing (RFC 4271 §9.2)."""
+        source = path.source
+        communities = path.attrs.communities
+        if source is peer or source.key == peer.key:
+            return None  # never back to the neighbour it came from
+        if NO_ADVERTISE in communities:
+            return None  # RFC 1997
+        if peer.internal:
+            if source.internal and not source.local:
+                return None  # iBGP-learned routes are not sent to iBGP peers (RFC 4271 §9.2.1)
+            return self._pool.intern(exported_internal(path.attrs))
+        if NO_EXPORT in communities:
+            return None  # RFC 1997: not outside the AS
+        return self._pool.intern(exported_external(path.attrs, self.asn, self.next_hop, local=source.local))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def best(self, name: str) -> Path | None:
+        return self._loc.get(name)
+
+    def explain(self, name: str) -> Decision | None:
+        """The decision for an exact name: best path, reason and every candidate."""
+        return decide(path for adj in self._adj_in.values() if (path := adj.get(name)) is not None)
+
+    def loc_rib(self) -> Iterator[tuple[str, Path]]:
+        return iter(self._loc.items())
+
+    def adj_rib_in(self, key: str) -> Iterator[tuple[str, Path]]:
+        return iter(self._adj_in[key].items())
+
+    def adj_rib_out(self, key: str) -> Iterator[tuple[str, PathAttributes]]:
+        return iter(self._out[key].advertised.items())
+
+    def counts(self) -> RibCounts:
+        return RibCounts(
+            adj_rib_in=sum(len(adj) for key, adj in self._adj_in.items() if key != LOCAL),
+            loc_rib=len(self._loc),
+            adj_rib_out=sum(len(out.advertised) for out in self._out.values()),
+            attribute_sets=len(self._pool),
+        )
+
+
+def _take(queue: dict[str, None], limit: int) -> list[str]:
+    """Remove and return up to `limit` names from the front of an ordered set."""
+    if limit <= 0:
+        return []
+    if len(queue) <= limit:
+        names = list(queue)
+        queue.clear()
+        return names
+    names = list(itertools.islice(queue, limit))
+    for name in names:
+        del queue[name]
+    return names
+
+
+def _chunks(names: list[str]) -> Iterator[tuple[str, ...]]:
+    """Split names into runs whose octets stay under UPDATE_NAME_BYTES."""
+    if not names:
+        return
+    per_update = max(1, UPDATE_NAME_BYTES // (max(map(len, names)) + 4))
+    for start in range(0, len(names), per_update):
+        yield tuple(names[start : start + per_update])
