@@ -38,7 +38,7 @@ from agentmesh.rib.attributes import (
     malformation,
 )
 from agentmesh.rib.decision import Decision, Path, Source, decide, make_path
-from agentmesh.rib.resolve import ResolutionIndex
+from agentmesh.rib.resolve import ResolutionIndex, longest_match
 
 LOCAL = ""
 #: Most names one UPDATE may carry; more is a malformed message (RFC 7606 §5.3 leaves no safe repair).
@@ -430,6 +430,18 @@ class Rib:
 
     def best(self, name: str) -> Path | None:
         return self._loc.get(name)
+
+    def lookup(self, name: str) -> tuple[str, Path] | None:
+        """The Loc-RIB entry serving `name` (itself or its longest covering aggregate) and its path."""
+        match = longest_match(name, self._loc)
+        return None if match is None else (match, self._loc[match])
+
+    def with_capability(self, tag: str) -> list[tuple[str, Path]]:
+        return sorted((name, self._loc[name]) for name in self.index.by_capability(tag))
+
+    def matching(self, pattern: str, limit: int | None = None) -> list[tuple[str, Path]]:
+        """Names matching a glob (`*`, `?`, `[...]` within a label; `**` across labels)."""
+        return [(name, self._loc[name]) for name in self.index.glob(pattern, limit)]
 
     def explain(self, name: str) -> Decision | None:
         """The decision for an exact name: best path, reason and every candidate."""

@@ -42,7 +42,6 @@ from agentmesh.bgp.peer import ConnectionRefused, Peer, PeerEffect
 from agentmesh.config import Config, NeighborConfig, join_host_port, router_id_to_int, split_host_port
 from agentmesh.obs.logging import get_logger
 from agentmesh.rib.decision import Decision, Path
-from agentmesh.rib.resolve import longest_match
 from agentmesh.rib.rib import Rib, RibCounts
 from agentmesh.speaker.connection import Connection, Received
 from agentmesh.transport import codec
@@ -232,13 +231,13 @@ class Node:
 
     async def resolve(self, name: str) -> tuple[str, Path] | None:
         """Longest match of `name` in the Loc-RIB: the entry serving it and its best path."""
+        return await self.call(lambda: self.rib.lookup(name))
 
-        def lookup() -> tuple[str, Path] | None:
-            match = longest_match(name, self.rib._loc)
-            best = self.rib.best(match) if match is not None else None
-            return (match, best) if match is not None and best is not None else None
+    async def with_capability(self, tag: str) -> list[tuple[str, Path]]:
+        return await self.call(lambda: self.rib.with_capability(tag))
 
-        return await self.call(lookup)
+    async def matching(self, pattern: str, limit: int | None = None) -> list[tuple[str, Path]]:
+        return await self.call(lambda: self.rib.matching(pattern, limit))
 
     async def explain(self, name: str) -> Decision | None:
         return await self.call(lambda: self.rib.explain(name))

@@ -145,3 +145,24 @@ async def test_routes_reach_a_peer_that_comes_up_later_then_end_of_rib() -> None
 
 async def _count(node: Node, expected: int) -> bool:
     return (await node.rib_counts()).loc_rib == expected
+
+
+async def test_remote_agents_resolve_by_name_aggregate_capability_and_glob() -> None:
+    async with running(*configs([65001, 65002])) as (a, b):
+        await link([a, b], [(0, 1)])
+        await a.announce_agents(["acme.weather.forecast", "acme.weather.radar"], AGENT)
+        await a.announce_agents(["acme.billing.*"], AgentAttributes(capabilities=("billing",)))
+        await everywhere([b], "acme.billing.*")
+        await everywhere([b], "acme.weather.radar")
+
+        exact = await b.resolve("acme.weather.forecast")
+        assert exact is not None and exact[0] == "acme.weather.forecast"
+        assert exact[1].attrs.next_hop == a.advertise_address
+        covered = await b.resolve("acme.billing.invoices.q3")
+        assert covered is not None and covered[0] == "acme.billing.*"
+        assert await b.resolve("acme.unknown") is None
+        assert [name for name, _ in await b.with_capability("weather")] == [
+            "acme.weather.forecast",
+            "acme.weather.radar",
+        ]
+        assert [name for name, _ in await b.matching("acme.*.rad?r")] == ["acme.weather.radar"]
