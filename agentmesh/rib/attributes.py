@@ -75,10 +75,14 @@ def _agent_malformation(attrs: PathAttributes) -> str | None:
         return f"input schema over {MAX_INPUT_SCHEMA} characters"
     if agent.input_schema:
         try:
-            json.loads(agent.input_schema)
+            json.loads(agent.input_schema, parse_constant=_reject_constant)
         except ValueError:
             return "input schema is not JSON"
     return None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity; JSON does not
 
 
 def imported(attrs: PathAttributes, *, internal: bool) -> PathAttributes:

@@ -30,7 +30,12 @@ def invalid_names(names: Sequence[str]) -> list[str]:
     if not names:
         return []
     joined = "\n".join(names)
-    if _MANY.match(joined) is not None and max(map(len, names)) <= MAX_NAME_LENGTH:
+    # The newline count rules out a name that itself holds a newline posing as two names.
+    if (
+        _MANY.match(joined) is not None
+        and joined.count("\n") == len(names) - 1
+        and max(map(len, names)) <= MAX_NAME_LENGTH
+    ):
         return []
     return [name for name in names if not is_valid(name)]
 

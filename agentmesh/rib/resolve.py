@@ -104,10 +104,10 @@ class ResolutionIndex:
         return frozenset(self._by_capability.get(tag, ()))
 
     def glob(self, pattern: str, limit: int | None = None) -> list[str]:
-        """Names matching a glob, sorted; at most `limit` of them."""
-        found: list[str] = []
+        """Names matching a glob, sorted; with `limit`, the walk stops after that many (any of them)."""
+        found: set[str] = set()  # two `**` labels can reach one name along several splits
         for name in self._match(self._trie, pattern.split("."), 0):
-            found.append(name)
+            found.add(name)
             if limit is not None and len(found) >= limit:
                 break
         return sorted(found)

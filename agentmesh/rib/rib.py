@@ -299,12 +299,25 @@ class Rib:
         loc = self._loc
         moved = {name: old for name, old in changed.items() if loc.get(name) is not old}
         self.index.update(moved, loc)
-        gone = dict.fromkeys(name for name in moved if name not in loc)
-        present = dict.fromkeys(name for name in moved if name not in gone) if gone else dict.fromkeys(moved)
+        gone: dict[str, None] = {}
+        by_path: dict[Path, list[str]] = {}
+        for name in moved:
+            best = loc.get(name)
+            if best is None:
+                gone[name] = None
+            else:
+                by_path.setdefault(best, []).append(name)
         for out in self._out.values():
-            if out.established:
-                out.urgent.update(gone)
-                out.pending.update(present)
+            if not out.established:
+                continue
+            out.urgent.update(gone)
+            for path, names in by_path.items():
+                if self._export_cached(out, path) is not None:
+                    out.pending.update(dict.fromkeys(names))
+                else:
+                    # The new best cannot go to this peer: withdraw what it has, without delay.
+                    advertised = out.advertised
+                    out.urgent.update(dict.fromkeys(name for name in names if name in advertised))
 
     def _recompute(self, name: str) -> None:
         best: Path | None = None
@@ -402,12 +415,14 @@ class Rib:
 
     def _export(self, out: _Outbox, name: str) -> PathAttributes | None:
         best = self._loc.get(name)
-        if best is None:
-            return None
+        return None if best is None else self._export_cached(out, best)
+
+    def _export_cached(self, out: _Outbox, path: Path) -> PathAttributes | None:
+        """What `path` is exported as to `out`'s peer, computed once per path and peer."""
         try:
-            return out.exports[best]
+            return out.exports[path]
         except KeyError:
-            exported = out.exports[best] = self._export_path(out.source, best)
+            exported = out.exports[path] = self._export_path(out.source, path)
             return exported
 
     def _export_path(self, peer: Source, path: Path) -> PathAttributes | None:
