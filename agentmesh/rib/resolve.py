@@ -74,25 +74,42 @@ class ResolutionIndex:
             if not names:
                 del self._by_capability[tag]
 
+    # A child is a dict (labels continue below it) or, for the common leaf, just the name string:
+    # a million leaves then cost a dict slot each instead of a dict each.
+
     def _insert(self, name: str) -> None:
+        *path, last = name.split(".")
         node = self._trie
-        for label in name.split("."):
+        for label in path:
             child = node.get(label)
-            if not isinstance(child, dict):
+            if child is None:
                 child = node[label] = {}
+            elif isinstance(child, str):
+                child = node[label] = {_TERMINAL: child}  # a leaf gains children
             node = child
-        node[_TERMINAL] = name
+        existing = node.get(last)
+        if isinstance(existing, dict):
+            existing[_TERMINAL] = name
+        else:
+            node[last] = name
 
     def _remove(self, name: str) -> None:
+        *path, last = name.split(".")
         trail: list[tuple[Trie, str]] = []
         node = self._trie
-        for label in name.split("."):
+        for label in path:
             child = node.get(label)
             if not isinstance(child, dict):
                 return
             trail.append((node, label))
             node = child
-        node.pop(_TERMINAL, None)
+        existing = node.get(last)
+        if isinstance(existing, str):
+            del node[last]
+        elif isinstance(existing, dict):
+            existing.pop(_TERMINAL, None)
+            if not existing:
+                del node[last]
         for parent, label in reversed(trail):
             if parent[label]:
                 break
@@ -112,7 +129,12 @@ class ResolutionIndex:
                 break
         return sorted(found)
 
-    def _match(self, node: Trie, labels: list[str], i: int) -> Iterator[str]:
+    def _match(self, node: Trie | str, labels: list[str], i: int) -> Iterator[str]:
+        if isinstance(node, str):
+            # A leaf: the name ends here, so only `**` labels (matching nothing) may be left.
+            if all(label == "**" for label in labels[i:]):
+                yield node
+            return
         if i == len(labels):
             terminal = node.get(_TERMINAL)
             if isinstance(terminal, str):
@@ -122,15 +144,15 @@ class ResolutionIndex:
         if label == "**":
             yield from self._match(node, labels, i + 1)  # ** matching no label
             for key, child in node.items():
-                if key != _TERMINAL and isinstance(child, dict):
+                if key != _TERMINAL:
                     yield from self._match(child, labels, i)
         elif any(char in _WILDCARDS for char in label):
             for key, child in node.items():
-                if key != _TERMINAL and isinstance(child, dict) and fnmatchcase(key, label):
+                if key != _TERMINAL and fnmatchcase(key, label):
                     yield from self._match(child, labels, i + 1)
         else:
             exact = node.get(label)
-            if isinstance(exact, dict):
+            if exact is not None:
                 yield from self._match(exact, labels, i + 1)
 
 

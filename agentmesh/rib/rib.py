@@ -391,7 +391,8 @@ class Rib:
             # A name that came back meanwhile is also in `pending`, and is announced from there.
             if self._export(out, name) is None and advertised.pop(name, None) is not None:
                 withdrawn.append(name)
-        groups: dict[PathAttributes, list[str]] = {}
+        # Grouped by identity: exported sets are interned, and hashing a set per name would cost more.
+        groups: dict[int, tuple[PathAttributes, list[str]]] = {}
         if out.pending and now >= out.next_announcement:
             for name in _take(out.pending, max_names - len(withdrawn)):
                 exported = self._export(out, name)
@@ -402,12 +403,15 @@ class Rib:
                     withdrawn.append(name)
                 else:
                     advertised[name] = exported
-                    groups.setdefault(exported, []).append(name)
+                    group = groups.get(id(exported))
+                    if group is None:
+                        group = groups[id(exported)] = (exported, [])
+                    group[1].append(name)
             if not out.pending:
                 out.next_announcement = now + self.min_advertisement_interval
         updates = [Update(withdrawn=chunk) for chunk in _chunks(withdrawn)]
-        for attrs, group in groups.items():
-            updates += [Update(attributes=attrs, announced=chunk) for chunk in _chunks(group)]
+        for attrs, names in groups.values():
+            updates += [Update(attributes=attrs, announced=chunk) for chunk in _chunks(names)]
         if out.end_of_rib_pending and not out.pending and not out.urgent:
             out.end_of_rib_pending = False
             updates.append(Update(end_of_rib=True))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ SHUTDOWN_FLUSH_TIMEOUT = 2.0
 SEND_WINDOW = 16
 #: Names turned into UPDATEs per step, so one busy peer does not stall the owner for long.
 NAMES_PER_STEP = 50_000
+#: Names originated or withdrawn per owner step.
+ORIGINATION_SLICE = 20_000
 #: Names listed in one log line about dropped routes.
 LOGGED_NAMES = 5
 
@@ -221,13 +224,18 @@ class Node:
         med: int | None = None,
         communities: tuple[int, ...] = (),
     ) -> None:
-        """Originate routes for agents hosted here; raises ValueError for a bad name or attribute."""
-        await self.call(
-            lambda: self.rib.originate(names, agent, med=med, communities=communities, now=self._now())
-        )
+        """Originate routes for agents hosted here; raises ValueError for a bad name or attribute.
+
+        Large batches go to the owner in slices, so that sessions keep being served meanwhile.
+        """
+        for start in range(0, len(names), ORIGINATION_SLICE):
+            chunk = names[start : start + ORIGINATION_SLICE]
+            await self.call(functools.partial(self._originate, chunk, agent, med, communities))
 
     async def withdraw_agents(self, names: list[str]) -> None:
-        await self.call(lambda: self.rib.withdraw_local(names, self._now()))
+        for start in range(0, len(names), ORIGINATION_SLICE):
+            chunk = names[start : start + ORIGINATION_SLICE]
+            await self.call(functools.partial(self._withdraw_local, chunk))
 
     async def resolve(self, name: str) -> tuple[str, Path] | None:
         """Longest match of `name` in the Loc-RIB: the entry serving it and its best path."""
@@ -286,6 +294,14 @@ class Node:
             self._timer = asyncio.get_running_loop().call_at(min(deadlines), self._post, lambda: None)
 
     # -- owner-side commands ---------------------------------------------------------------
+
+    def _originate(
+        self, names: list[str], agent: AgentAttributes, med: int | None, communities: tuple[int, ...]
+    ) -> None:
+        self.rib.originate(names, agent, med=med, communities=communities, now=self._now())
+
+    def _withdraw_local(self, names: list[str]) -> None:
+        self.rib.withdraw_local(names, self._now())
 
     def _settings(self, neighbor: NeighborConfig) -> Settings:
         timers = self.config.timers
