@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import signal
 import sys
 from collections.abc import Sequence
 
+from agentmesh.agents.demo import demo_backend
 from agentmesh.config import Config, ConfigError, NeighborConfig, NodeConfig, TimersConfig, load_config
 from agentmesh.obs.logging import configure
 from agentmesh.speaker.node import Node
 
-#: The demo mesh of `agentmesh up`: three nodes, each in its own AS, all peering with each other.
-DEMO_NODES = (("node-a", 65001, "10.0.0.1"), ("node-b", 65002, "10.0.0.2"), ("node-c", 65003, "10.0.0.3"))
+#: The demo mesh of `agentmesh up`: three nodes in three ASes peering in a line, a - b - c, each hosting
+#: one demo agent, so that a call from node-a to `demo.capitals` crosses two ASes.
+DEMO_NODES = (
+    ("node-a", 65001, "10.0.0.1", "echo"),
+    ("node-b", 65002, "10.0.0.2", "calculator"),
+    ("node-c", 65003, "10.0.0.3", "capitals"),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +72,7 @@ async def _serve(config: Config) -> None:
 
 async def _up(base_port: int) -> None:
     nodes = []
-    for index, (name, asn, router_id) in enumerate(DEMO_NODES):
+    for index, (name, asn, router_id, _) in enumerate(DEMO_NODES):
         port = base_port + index if base_port else 0
         node_config = NodeConfig(name=name, asn=asn, router_id=router_id, listen=f"127.0.0.1:{port}")
         nodes.append(Node(Config(node=node_config, timers=TimersConfig(hold_time=30))))
@@ -72,20 +80,32 @@ async def _up(base_port: int) -> None:
         for node in nodes:
             await node.start()
         # Neighbours are added once every node is bound, so OS-chosen ports work too.
-        for node in nodes:
-            for other in nodes:
-                if other is not node:
-                    neighbor = NeighborConfig(
-                        address=other.advertise_address, asn=other.asn, description=other.name
-                    )
-                    await node.add_neighbor(neighbor)
-        print("agentmesh demo mesh is up (Ctrl-C to stop):", flush=True)
-        for node in nodes:
-            print(f"  {node.name}  AS{node.asn}  {node.advertise_address}", flush=True)
+        for left, right in itertools.pairwise(nodes):
+            await left.add_neighbor(
+                NeighborConfig(address=right.advertise_address, asn=right.asn, description=right.name)
+            )
+            await right.add_neighbor(
+                NeighborConfig(address=left.advertise_address, asn=left.asn, description=left.name)
+            )
+        for node, (*_, agent) in zip(nodes, DEMO_NODES, strict=True):
+            await node.host(demo_backend(agent), "demo")
+        _print_banner(nodes)
         await _until_signalled()
     finally:
         for node in nodes:
             await node.stop()
+
+
+def _print_banner(nodes: list[Node]) -> None:
+    print("agentmesh demo mesh is up (Ctrl-C to stop): node-a - node-b - node-c", flush=True)
+    for node, (*_, agent) in zip(nodes, DEMO_NODES, strict=True):
+        print(f"  {node.name}  AS{node.asn}  {node.advertise_address}  hosts demo.{agent}", flush=True)
+    request = json.dumps(
+        {"call": {"name": "demo.capitals", "arguments_json": '{"country": "Japan"}', "hop_limit": 8}}
+    )
+    print("Call an agent two ASes away, through node-a:", flush=True)
+    method = "agentmesh.v1.ForwardingService/Call"
+    print(f"  grpcurl -plaintext -d '{request}' {nodes[0].advertise_address} {method}", flush=True)
 
 
 if __name__ == "__main__":

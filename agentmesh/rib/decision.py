@@ -67,13 +67,15 @@ class Source:
 
     def address_rank(self) -> tuple[int, bytes, str, int]:
         """Sort key for step 9: addresses numerically (IPv4 before IPv6), then names, then port."""
-        host, _, port = self.key.rpartition(":")
-        host = host.strip("[]")
+        host, colon, port_text = self.key.rpartition(":")
+        if not colon or not port_text.isdigit():
+            host, port_text = self.key, "0"  # a key that is not host:port sorts as a name
+        host, port = host.strip("[]"), int(port_text)
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
-            return (2, b"", host, int(port or 0))
-        return (ip.version // 6, ip.packed, "", int(port or 0))
+            return (2, b"", host, port)
+        return (ip.version // 6, ip.packed, "", port)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

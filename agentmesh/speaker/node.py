@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from agentmesh.agents.base import AgentRequest, Backend
 from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
 from agentmesh.bgp.fsm import (
     Close,
@@ -45,7 +47,9 @@ from agentmesh.obs.logging import get_logger
 from agentmesh.rib.decision import Decision, Path
 from agentmesh.rib.rib import Rib, RibCounts
 from agentmesh.speaker.connection import Connection, Received
+from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT, Forwarder, Hosted
 from agentmesh.transport import codec
+from agentmesh.transport.forwarding import ForwardingServicer, Routed, Served
 from agentmesh.transport.server import GrpcServer
 from agentmesh.transport.streams import ClientStream, ServerStream
 
@@ -126,7 +130,9 @@ class Node:
 
     async def start(self) -> None:
         """Bind the gRPC server, start the owner task and enable every configured neighbour."""
-        self._server = GrpcServer(self.config.node.listen, self._accept_stream)
+        self.forwarder = Forwarder(self.name, self.router_id, self.resolve)
+        forwarding = ForwardingServicer(self.name, self.forwarder.call, self.forwarder.stream)
+        self._server = GrpcServer(self.config.node.listen, self._accept_stream, forwarding)
         port = await self._server.start()
         host, advertised_port = split_host_port(self.advertise_address)
         if advertised_port == 0:
@@ -164,6 +170,9 @@ class Node:
             await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._server is not None:
             await self._server.stop()
+        await self.forwarder.close()
+        for backend in {id(h.backend): h.backend for h in self.forwarder.hosted.values()}.values():
+            await backend.close()
         self._log.info("node_stopped")
 
     # -- in-process API --------------------------------------------------------------------
@@ -236,6 +245,44 @@ class Node:
         for start in range(0, len(names), ORIGINATION_SLICE):
             chunk = names[start : start + ORIGINATION_SLICE]
             await self.call(functools.partial(self._withdraw_local, chunk))
+
+    async def host(self, backend: Backend, namespace: str) -> list[str]:
+        """Announce every agent `backend` has, as `namespace.<agent id>`, and serve calls to them here."""
+        infos = await backend.discover()
+        names = [f"{namespace}.{info.id}" for info in infos]
+        for name, info in zip(names, infos, strict=True):
+            agent = AgentAttributes(
+                capabilities=info.capabilities,
+                description=info.description,
+                backend_protocol=backend.protocol,
+                input_schema=json.dumps(info.input_schema) if info.input_schema is not None else "",
+            )
+            await self.announce_agents([name], agent)
+            self.forwarder.hosted[name] = Hosted(backend, info.id)
+            self._log.info("agent_hosted", agent=name, backend=backend.name)
+        return names
+
+    async def call_agent(
+        self,
+        name: str,
+        request: AgentRequest,
+        *,
+        timeout: float | None = None,
+        hop_limit: int = DEFAULT_HOP_LIMIT,
+    ) -> Served:
+        """Call an agent anywhere in the mesh; raises CallFailure with the code and the node that decided."""
+        return await self.forwarder.call(Routed(name, request, hop_limit, ()), timeout)
+
+    def stream_agent(
+        self,
+        name: str,
+        request: AgentRequest,
+        *,
+        timeout: float | None = None,
+        hop_limit: int = DEFAULT_HOP_LIMIT,
+    ) -> AsyncIterator[str | Served]:
+        """Like `call_agent`, yielding text chunks and then the final `Served`."""
+        return self.forwarder.stream(Routed(name, request, hop_limit, ()), timeout)
 
     async def resolve(self, name: str) -> tuple[str, Path] | None:
         """Longest match of `name` in the Loc-RIB: the entry serving it and its best path."""

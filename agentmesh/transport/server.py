@@ -1,4 +1,4 @@
-"""The node's gRPC server: PeeringService, the standard health service and server reflection."""
+"""The node's gRPC server: PeeringService, ForwardingService, the standard health service and reflection."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from agentmesh.transport.forwarding import ForwardingServicer
 from agentmesh.transport.streams import PEER_ADDRESS_KEY, ServerStream
-from agentmesh.v1 import peering_pb2, peering_pb2_grpc
+from agentmesh.v1 import forwarding_pb2, forwarding_pb2_grpc, peering_pb2, peering_pb2_grpc
 
 #: Grace period for in-flight calls when the server stops.
 STOP_GRACE = 1.0
@@ -52,14 +53,16 @@ class PeeringServicer(peering_pb2_grpc.PeeringServiceServicer):
 class GrpcServer:
     """A grpc.aio server with the node's services, health and reflection."""
 
-    def __init__(self, listen: str, accept: Acceptor) -> None:
+    def __init__(self, listen: str, accept: Acceptor, forwarding: ForwardingServicer) -> None:
         self._listen = listen
         self._server = grpc.aio.server()
         self.health = health.aio.HealthServicer()
         peering_pb2_grpc.add_PeeringServiceServicer_to_server(PeeringServicer(accept), self._server)
+        forwarding_pb2_grpc.add_ForwardingServiceServicer_to_server(forwarding, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         services = (
             peering_pb2.DESCRIPTOR.services_by_name["PeeringService"].full_name,
+            forwarding_pb2.DESCRIPTOR.services_by_name["ForwardingService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )

@@ -22,6 +22,7 @@ async def test_reflection_lists_the_node_services() -> None:
         names = {s.name for s in responses[0].list_services_response.service}
         assert names == {
             "agentmesh.v1.PeeringService",
+            "agentmesh.v1.ForwardingService",
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",
         }

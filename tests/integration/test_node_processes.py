@@ -6,10 +6,13 @@ import asyncio
 import signal
 from pathlib import Path
 
+import grpc.aio
+
 from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
 from agentmesh.bgp.fsm import Reason, State
 from agentmesh.config import NeighborConfig
 from agentmesh.speaker.node import Node
+from agentmesh.v1 import forwarding_pb2, forwarding_pb2_grpc
 from tests.support.nodes import node_config, running
 from tests.support.processes import NodeProcess, count, free_port, node_processes, write_config
 
@@ -96,13 +99,31 @@ async def test_invalid_config_exits_2_with_the_problem(tmp_path: Path) -> None:
 
 
 async def test_up_runs_a_three_as_mesh_until_interrupted(tmp_path: Path) -> None:
-    """`agentmesh up`, which `make run` starts: three nodes in three ASes, each peering with the others."""
+    """`agentmesh up`, which `make run` starts: three nodes in three ASes in a line, a call across both."""
     with node_processes() as started:
         up = NodeProcess(["up", "--base-port", "0"], tmp_path / "up.log")
         started.append(up)
-        await up.wait_for(lambda events: count(events, "session_established") == 6, timeout=20)
+        await up.wait_for(lambda events: count(events, "session_established") == 4, timeout=20)
         asns = {e["asn"] for e in up.events() if e["event"] == "node_started"}
         assert asns == {65001, 65002, 65003}
+        await up.wait_for(lambda events: count(events, "agent_hosted") == 3, timeout=20)
+        assert up.proc.stdout is not None
+        banner = [up.proc.stdout.readline().decode() for _ in range(6)]
+        node_a = banner[1].split()[2]  # "  node-a  AS65001  127.0.0.1:PORT  hosts demo.echo"
+        assert "grpcurl" in banner[5] and node_a in banner[5]
+        # The banner's example, done with a gRPC client: node-a forwards to node-c through node-b.
+        async with grpc.aio.insecure_channel(node_a) as channel:
+            call = forwarding_pb2.AgentCall(
+                name="demo.capitals", arguments_json='{"country": "Japan"}', hop_limit=8
+            )
+            stub = forwarding_pb2_grpc.ForwardingServiceStub(channel)
+            for _ in range(50):  # the route may still be on its way to node-a
+                response = await stub.Call(forwarding_pb2.CallRequest(call=call), timeout=5)
+                if response.HasField("result"):
+                    break
+                await asyncio.sleep(0.1)
+            assert response.result.text == "The capital of Japan is Tokyo."
+            assert response.result.served_by == "node-c" and len(response.result.trace) == 3
         up.signal_group(signal.SIGINT)
         assert await up.wait_exit() == 0
         assert count(up.events(), "node_stopped") == 3
@@ -117,7 +138,7 @@ async def test_make_run_brings_up_the_demo_mesh(tmp_path: Path) -> None:
             command=["make", "--no-print-directory", "run", "ARGS=--base-port 0"],
         )
         started.append(run)
-        await run.wait_for(lambda events: count(events, "session_established") == 6, timeout=60)
+        await run.wait_for(lambda events: count(events, "session_established") == 4, timeout=60)
         run.signal_group(signal.SIGINT)
         await run.wait_exit()
         assert count(run.events(), "node_stopped") == 3

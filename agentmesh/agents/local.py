@@ -1,0 +1,71 @@
+"""The `local` backend: Python callables in the node's own process."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest
+from agentmesh.bgp.messages import BackendProtocol
+
+#: A local agent: called with the request, returns a reply, text or a JSON-able value, or yields text
+#: chunks (an async generator streams).
+AgentFunction = Callable[[AgentRequest], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAgent:
+    info: AgentInfo
+    function: AgentFunction
+
+
+class LocalBackend:
+    """Agents that are functions of this process."""
+
+    protocol = BackendProtocol.LOCAL
+
+    def __init__(self, name: str, agents: list[LocalAgent]) -> None:
+        self.name = name
+        self._agents = {agent.info.id: agent for agent in agents}
+
+    async def discover(self) -> list[AgentInfo]:
+        return [agent.info for agent in self._agents.values()]
+
+    async def call(self, agent_id: str, request: AgentRequest) -> AgentReply:
+        function = self._function(agent_id)
+        if inspect.isasyncgenfunction(function):
+            return AgentReply("".join([chunk async for chunk in function(request)]))
+        result = function(request)
+        if inspect.isawaitable(result):
+            result = await result
+        return _reply(result)
+
+    async def stream(self, agent_id: str, request: AgentRequest) -> AsyncIterator[str]:
+        function = self._function(agent_id)
+        if inspect.isasyncgenfunction(function):
+            async for chunk in function(request):
+                yield str(chunk)
+        else:
+            yield (await self.call(agent_id, request)).text
+
+    async def probe(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+    def _function(self, agent_id: str) -> AgentFunction:
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            raise KeyError(f"no local agent {agent_id!r}")
+        return agent.function
+
+
+def _reply(result: Any) -> AgentReply:
+    if isinstance(result, AgentReply):
+        return result
+    if isinstance(result, str):
+        return AgentReply(result)
+    return AgentReply(str(result), data=result)

@@ -1,0 +1,139 @@
+"""Forwarding decisions: resolve, refuse, invoke the hosting backend, or pass the call on.
+
+Theory of operation
+-------------------
+Each hop re-resolves the call's name in its own Loc-RIB (longest match), like IP forwarding:
+
+* its own id already in the trace -> LOOP; no hops left -> HOP_LIMIT; no route -> NOT_FOUND;
+* a locally originated best path -> the backend hosting the agent is invoked here;
+* otherwise -> the call goes to the best path's NEXT_HOP with one hop less and this node's id
+  appended to the trace, within what is left of the deadline.
+
+Only the lookup runs in the owner task; invoking a backend or a next hop happens in the caller's
+task, so a slow agent never holds up routing. gRPC passes deadline and cancellation downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from agentmesh.agents.base import AgentReply, Backend, CallErrorCode, CallFailure
+from agentmesh.rib.decision import Path
+from agentmesh.transport.forwarding import NextHops, Routed, Served
+
+#: Hops a call may take unless the caller says otherwise (like an IP TTL).
+DEFAULT_HOP_LIMIT = 16
+#: Deadline of a call whose caller gave none.
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hosted:
+    """An agent this node hosts: the backend and the agent's id there."""
+
+    backend: Backend
+    agent_id: str
+
+
+Lookup = Callable[[str], Awaitable[tuple[str, Path] | None]]
+
+
+class Forwarder:
+    """The forwarding plane of one node."""
+
+    def __init__(self, node_name: str, node_id: str, lookup: Lookup) -> None:
+        self.node_name = node_name
+        self.node_id = node_id
+        self._lookup = lookup
+        self.hosted: dict[str, Hosted] = {}
+        self.next_hops = NextHops(node_name)
+
+    async def call(self, call: Routed, timeout: float | None) -> Served:
+        deadline = _deadline(timeout)
+        route, target = await self._route(call)
+        if isinstance(target, Hosted):
+            reply = await self._invoke(target, call, deadline)
+            return Served(reply, self.node_name, route, (*call.trace, self.node_id))
+        return await self.next_hops.call(target, self._onward(call), _remaining(deadline, self.node_name))
+
+    async def stream(self, call: Routed, timeout: float | None) -> AsyncIterator[str | Served]:
+        deadline = _deadline(timeout)
+        route, target = await self._route(call)
+        if isinstance(target, Hosted):
+            chunks: list[str] = []
+            try:
+                async with asyncio.timeout(_remaining(deadline, self.node_name)):
+                    async for chunk in target.backend.stream(target.agent_id, call.request):
+                        chunks.append(chunk)
+                        yield chunk
+            except TimeoutError as error:
+                raise CallFailure(
+                    CallErrorCode.DEADLINE, self.node_name, "the agent did not finish in time"
+                ) from error
+            except CallFailure:
+                raise
+            except Exception as error:
+                raise self._backend_failure(target, error) from error
+            yield Served(AgentReply("".join(chunks)), self.node_name, route, (*call.trace, self.node_id))
+            return
+        async for event in self.next_hops.stream(
+            target, self._onward(call), _remaining(deadline, self.node_name)
+        ):
+            yield event
+
+    async def _route(self, call: Routed) -> tuple[str, Hosted | str]:
+        """Where the call goes from here: (the serving Loc-RIB entry, a hosted agent or a next hop)."""
+        if self.node_id in call.trace:
+            passed = " -> ".join(call.trace)
+            raise CallFailure(CallErrorCode.LOOP, self.node_name, f"the call came back here after {passed}")
+        if call.hop_limit <= 0:
+            raise CallFailure(CallErrorCode.HOP_LIMIT, self.node_name, "no hops left")
+        found = await self._lookup(call.name)
+        if found is None:
+            raise CallFailure(CallErrorCode.NOT_FOUND, self.node_name, f"no route to {call.name!r}")
+        route, path = found
+        if not path.source.local:
+            return route, path.attrs.next_hop
+        hosted = self.hosted.get(call.name) or self.hosted.get(route)
+        if hosted is None:
+            raise CallFailure(
+                CallErrorCode.NOT_FOUND, self.node_name, f"{route!r} is announced here but hosts no agent"
+            )
+        return route, hosted
+
+    def _onward(self, call: Routed) -> Routed:
+        return Routed(call.name, call.request, call.hop_limit - 1, (*call.trace, self.node_id))
+
+    async def _invoke(self, hosted: Hosted, call: Routed, deadline: float) -> AgentReply:
+        try:
+            async with asyncio.timeout(_remaining(deadline, self.node_name)):
+                return await hosted.backend.call(hosted.agent_id, call.request)
+        except TimeoutError as error:
+            raise CallFailure(
+                CallErrorCode.DEADLINE, self.node_name, "the agent did not answer in time"
+            ) from error
+        except CallFailure:
+            raise
+        except Exception as error:
+            raise self._backend_failure(hosted, error) from error
+
+    def _backend_failure(self, hosted: Hosted, error: Exception) -> CallFailure:
+        reason = f"{hosted.backend.name}:{hosted.agent_id}: {error or type(error).__name__}"
+        return CallFailure(CallErrorCode.BACKEND_ERROR, self.node_name, reason)
+
+    async def close(self) -> None:
+        await self.next_hops.close()
+
+
+def _deadline(timeout: float | None) -> float:
+    return time.monotonic() + (DEFAULT_TIMEOUT if timeout is None else timeout)
+
+
+def _remaining(deadline: float, node: str) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise CallFailure(CallErrorCode.DEADLINE, node, "the deadline passed before the call could go on")
+    return left
