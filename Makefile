@@ -101,9 +101,9 @@ run: $(VENV_STAMP) ## Start the local demo mesh until Ctrl-C: agentmesh up $(ARG
 
 # Benchmarks print their figures; here they run once each at a small size as a smoke test. A benchmark reads
 # AGENTMESH_BENCH_SIZE (small|full) to pick its size.
-bench: $(VENV_STAMP) ## Run benchmarks/*.py at a small size
+bench: $(VENV_STAMP) ## Run benchmarks/*.py at a small size (files starting with _ are their helpers)
 	@shopt -s nullglob; found=0; \
-	for b in benchmarks/*.py; do \
+	for b in benchmarks/[!_]*.py; do \
 		found=1; echo "==> $$b"; AGENTMESH_BENCH_SIZE=small $(BIN)/python "$$b"; \
 	done; \
 	[ $$found = 1 ] || echo "==> no benchmarks yet"
