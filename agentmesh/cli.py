@@ -11,7 +11,16 @@ import sys
 from collections.abc import Sequence
 
 from agentmesh.agents.demo import demo_backend
-from agentmesh.config import Config, ConfigError, NeighborConfig, NodeConfig, TimersConfig, load_config
+from agentmesh.config import (
+    Config,
+    ConfigError,
+    NeighborConfig,
+    NodeConfig,
+    TimersConfig,
+    load_config,
+    split_host_port,
+)
+from agentmesh.mcp.frontend import McpHttpServer, serve_stdio
 from agentmesh.obs.logging import configure
 from agentmesh.speaker.node import Node
 
@@ -30,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run one node from a YAML config file")
     serve.add_argument("--config", "-c", required=True, help="path of the node's YAML config")
+    serve.add_argument(
+        "--stdio",
+        action="store_true",
+        help="serve MCP on stdin/stdout (logs stay on stderr); stop at end of input",
+    )
     up = commands.add_parser("up", help="run a local demo mesh of three nodes in three ASes")
     up.add_argument(
         "--base-port",
@@ -37,13 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=50051,
         help="port of the first node; the others follow (0: let the OS choose every port)",
     )
+    up.add_argument(
+        "--mcp-port", type=int, default=8000, help="port of node-a's MCP endpoint (0: let the OS choose)"
+    )
     args = parser.parse_args(argv)
     configure(args.log_level)
     try:
         if args.command == "serve":
-            asyncio.run(_serve(load_config(args.config)))
+            asyncio.run(_serve(load_config(args.config), stdio=args.stdio))
         else:
-            asyncio.run(_up(args.base_port))
+            asyncio.run(_up(args.base_port, 0 if args.base_port == 0 else args.mcp_port))
     except ConfigError as error:
         print(f"agentmesh: invalid configuration:\n{error}", file=sys.stderr)
         return 2
@@ -61,16 +78,26 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, *, stdio: bool) -> None:
     node = Node(config)
     await node.start()
+    mcp = None
     try:
-        await _until_signalled()
+        if config.mcp.listen is not None:
+            host, port = split_host_port(config.mcp.listen)
+            mcp = McpHttpServer(node)
+            await mcp.start(host, port)
+        if stdio:
+            await serve_stdio(node)  # until the client closes stdin
+        else:
+            await _until_signalled()
     finally:
+        if mcp is not None:
+            await mcp.stop()
         await node.stop()
 
 
-async def _up(base_port: int) -> None:
+async def _up(base_port: int, mcp_port: int) -> None:
     nodes = []
     for index, (name, asn, router_id, _) in enumerate(DEMO_NODES):
         port = base_port + index if base_port else 0
@@ -89,17 +116,24 @@ async def _up(base_port: int) -> None:
             )
         for node, (*_, agent) in zip(nodes, DEMO_NODES, strict=True):
             await node.host(demo_backend(agent), "demo")
-        _print_banner(nodes)
-        await _until_signalled()
+        mcp = McpHttpServer(nodes[0])
+        await mcp.start("127.0.0.1", mcp_port)
+        try:
+            _print_banner(nodes, mcp.url)
+            await _until_signalled()
+        finally:
+            await mcp.stop()
     finally:
         for node in nodes:
             await node.stop()
 
 
-def _print_banner(nodes: list[Node]) -> None:
+def _print_banner(nodes: list[Node], mcp_url: str) -> None:
     print("agentmesh demo mesh is up (Ctrl-C to stop): node-a - node-b - node-c", flush=True)
     for node, (*_, agent) in zip(nodes, DEMO_NODES, strict=True):
         print(f"  {node.name}  AS{node.asn}  {node.advertise_address}  hosts demo.{agent}", flush=True)
+    print(f"MCP endpoint of node-a (Streamable HTTP): {mcp_url}", flush=True)
+    print('  try the tool call_agent with {"name": "demo.capitals", "message": "Japan"}', flush=True)
     request = json.dumps(
         {"call": {"name": "demo.capitals", "arguments_json": '{"country": "Japan"}', "hop_limit": 8}}
     )

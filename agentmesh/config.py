@@ -537,6 +537,21 @@ class NodeConfig(_Model):
         return self
 
 
+class McpConfig(_Model):
+    """The MCP front-end over HTTP (Streamable HTTP on /mcp, legacy SSE on /mcp/sse, /health, /status)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: StrictStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _canonical_address(value, allow_port_zero=True, allow_wildcard=True)
+
+
 class Config(_Model):
     """A node's complete configuration. ``Config()`` is a valid single-node default."""
 
@@ -545,6 +560,7 @@ class Config(_Model):
     node: NodeConfig = Field(default_factory=NodeConfig)
     timers: TimersConfig = Field(default_factory=TimersConfig)
     neighbors: tuple[NeighborConfig, ...] = ()
+    mcp: McpConfig = Field(default_factory=McpConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

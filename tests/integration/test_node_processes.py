@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import sys
 from pathlib import Path
 
 import grpc.aio
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
 from agentmesh.bgp.fsm import Reason, State
@@ -101,27 +105,34 @@ async def test_invalid_config_exits_2_with_the_problem(tmp_path: Path) -> None:
 async def test_up_runs_a_three_as_mesh_until_interrupted(tmp_path: Path) -> None:
     """`agentmesh up`, which `make run` starts: three nodes in three ASes in a line, a call across both."""
     with node_processes() as started:
-        up = NodeProcess(["up", "--base-port", "0"], tmp_path / "up.log")
+        up = NodeProcess(["up", "--base-port", "0"], tmp_path / "up.log")  # OS-chosen ports, MCP too
         started.append(up)
         await up.wait_for(lambda events: count(events, "session_established") == 4, timeout=20)
         asns = {e["asn"] for e in up.events() if e["event"] == "node_started"}
         assert asns == {65001, 65002, 65003}
         await up.wait_for(lambda events: count(events, "agent_hosted") == 3, timeout=20)
         assert up.proc.stdout is not None
-        banner = [up.proc.stdout.readline().decode() for _ in range(6)]
+        banner = [up.proc.stdout.readline().decode() for _ in range(8)]
         node_a = banner[1].split()[2]  # "  node-a  AS65001  127.0.0.1:PORT  hosts demo.echo"
-        assert "grpcurl" in banner[5] and node_a in banner[5]
-        # The banner's example, done with a gRPC client: node-a forwards to node-c through node-b.
+        mcp_url = banner[4].split()[-1]  # "MCP endpoint of node-a (Streamable HTTP): http://..."
+        assert "grpcurl" in banner[7] and node_a in banner[7]
+        # An MCP client connected to node-a calls the agent hosted two ASes away, on node-c.
+        async with Client(mcp_url) as client:
+            for _ in range(50):  # the route may still be on its way to node-a
+                result = await client.call_tool("call_agent", {"name": "demo.capitals", "message": "Japan"})
+                if not result.is_error:
+                    break
+                await asyncio.sleep(0.1)
+            answer = json.loads(result.content[0].text)  # type: ignore[union-attr]
+            assert answer["text"] == "The capital of Japan is Tokyo."
+            assert answer["served_by"] == "node-c" and len(answer["trace"]) == 3
+        # The banner's grpcurl example, done with a gRPC client.
         async with grpc.aio.insecure_channel(node_a) as channel:
             call = forwarding_pb2.AgentCall(
                 name="demo.capitals", arguments_json='{"country": "Japan"}', hop_limit=8
             )
             stub = forwarding_pb2_grpc.ForwardingServiceStub(channel)
-            for _ in range(50):  # the route may still be on its way to node-a
-                response = await stub.Call(forwarding_pb2.CallRequest(call=call), timeout=5)
-                if response.HasField("result"):
-                    break
-                await asyncio.sleep(0.1)
+            response = await stub.Call(forwarding_pb2.CallRequest(call=call), timeout=5)
             assert response.result.text == "The capital of Japan is Tokyo."
             assert response.result.served_by == "node-c" and len(response.result.trace) == 3
         up.signal_group(signal.SIGINT)
@@ -142,3 +153,26 @@ async def test_make_run_brings_up_the_demo_mesh(tmp_path: Path) -> None:
         run.signal_group(signal.SIGINT)
         await run.wait_exit()
         assert count(run.events(), "node_stopped") == 3
+
+
+async def test_serve_speaks_mcp_over_stdio_and_over_http(tmp_path: Path) -> None:
+    """`agentmesh serve --stdio` is an MCP server on stdin/stdout; `mcp.listen` adds the HTTP one."""
+    mcp_port = free_port()
+    config = write_config(
+        tmp_path / "solo.yaml",
+        {
+            "node": {"name": "solo", "asn": 65001, "router_id": "10.0.0.1", "listen": "127.0.0.1:0"},
+            "mcp": {"listen": f"127.0.0.1:{mcp_port}"},
+        },
+    )
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "agentmesh.cli", "serve", "--config", str(config), "--stdio"]
+    )
+    with (tmp_path / "stderr.log").open("w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            status = json.loads((await client.call_tool("mesh_status", {})).content[0].text)  # type: ignore[union-attr]
+            assert status["node"]["name"] == "solo" and status["node"]["asn"] == 65001
+            async with Client(f"http://127.0.0.1:{mcp_port}/mcp") as over_http:
+                tools = {tool.name for tool in (await over_http.list_tools()).tools}
+                assert {"list_agents", "call_agent", "resolve_agent", "mesh_status"} <= tools
+    assert '"event": "node_stopped"' in (tmp_path / "stderr.log").read_text()

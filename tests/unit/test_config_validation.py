@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from agentmesh.config import (
     Config,
     ConfigError,
+    McpConfig,
     NeighborConfig,
     NodeConfig,
     TimersConfig,
@@ -743,7 +744,7 @@ def _documented_keys() -> set[str]:
 def test_model_keys_helper_sees_every_model() -> None:
     keys = _model_keys(Config)
     assert {"node.router_id", "timers.hold_time", "neighbors[].passive"} <= keys
-    count = sum(len(m.model_fields) for m in (Config, NodeConfig, TimersConfig, NeighborConfig))
+    count = sum(len(m.model_fields) for m in (Config, NodeConfig, TimersConfig, NeighborConfig, McpConfig))
     assert len(keys) == count
 
 
@@ -774,3 +775,12 @@ def test_documentation_full_example_is_valid() -> None:
     assert {f"neighbors[].{k}" for k in used} == {
         k for k in _model_keys(Config) if k.startswith("neighbors[].")
     }
+
+
+def test_mcp_listen_defaults_to_off_and_is_checked() -> None:
+    assert Config().mcp.listen is None
+    assert parse_config({"mcp": {"listen": "127.0.0.1:0"}}).mcp.listen == "127.0.0.1:0"
+    with pytest.raises(ConfigError, match=r"mcp\.listen"):
+        parse_config({"mcp": {"listen": "no-port"}})
+    with pytest.raises(ConfigError, match=r"mcp\.port"):
+        parse_config({"mcp": {"port": 8080}})
