@@ -30,6 +30,14 @@ class LocalBackend:
         self.name = name
         self._agents = {agent.info.id: agent for agent in agents}
 
+    def add(self, agent: LocalAgent) -> None:
+        """Offer another agent (it is announced at the next discovery)."""
+        self._agents[agent.info.id] = agent
+
+    def remove(self, agent_id: str) -> None:
+        """Stop offering an agent (it is withdrawn at the next discovery)."""
+        self._agents.pop(agent_id, None)
+
     async def discover(self) -> list[AgentInfo]:
         return [agent.info for agent in self._agents.values()]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -47,7 +46,8 @@ from agentmesh.obs.logging import get_logger
 from agentmesh.rib.decision import Decision, Path
 from agentmesh.rib.rib import Rib, RibCounts
 from agentmesh.speaker.connection import Connection, Received
-from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT, Forwarder, Hosted
+from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT, Forwarder
+from agentmesh.speaker.hosting import Hosting
 from agentmesh.transport import codec
 from agentmesh.transport.forwarding import ForwardingServicer, Routed, Served
 from agentmesh.transport.server import GrpcServer
@@ -124,6 +124,8 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers: list[asyncio.Queue[PeerStateEvent]] = []
         self._server: GrpcServer | None = None
+        self._hostings: list[Hosting] = []
+        self._rediscovery: list[asyncio.Task[None]] = []
         self.advertise_address = config.node.advertise_address
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -153,6 +155,8 @@ class Node:
         """Send every peer Cease/Administrative Shutdown (RFC 4486, RFC 8203), then stop."""
         if self._owner is None:
             return
+        for task in self._rediscovery:
+            task.cancel()
         notification = cease(CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, communication)
         await self.call(lambda: self._stop_all(notification))
         pending = [task for task in self._tasks if not task.done()]
@@ -171,8 +175,8 @@ class Node:
         if self._server is not None:
             await self._server.stop()
         await self.forwarder.close()
-        for backend in {id(h.backend): h.backend for h in self.forwarder.hosted.values()}.values():
-            await backend.close()
+        for hosting in self._hostings:
+            await hosting.backend.close()
         self._log.info("node_stopped")
 
     # -- in-process API --------------------------------------------------------------------
@@ -246,21 +250,22 @@ class Node:
             chunk = names[start : start + ORIGINATION_SLICE]
             await self.call(functools.partial(self._withdraw_local, chunk))
 
-    async def host(self, backend: Backend, namespace: str) -> list[str]:
-        """Announce every agent `backend` has, as `namespace.<agent id>`, and serve calls to them here."""
-        infos = await backend.discover()
-        names = [f"{namespace}.{info.id}" for info in infos]
-        for name, info in zip(names, infos, strict=True):
-            agent = AgentAttributes(
-                capabilities=info.capabilities,
-                description=info.description,
-                backend_protocol=backend.protocol,
-                input_schema=json.dumps(info.input_schema) if info.input_schema is not None else "",
-            )
-            await self.announce_agents([name], agent)
-            self.forwarder.hosted[name] = Hosted(backend, info.id)
-            self._log.info("agent_hosted", agent=name, backend=backend.name)
-        return names
+    async def host(
+        self, backend: Backend, namespace: str, *, rediscover_every: float | None = 30.0
+    ) -> list[str]:
+        """Announce every agent `backend` has, as `namespace.<agent id>`, and serve calls to them here.
+
+        The backend is asked again every `rediscover_every` seconds: new agents are announced and
+        vanished ones withdrawn. Returns the names announced now.
+        """
+        hosting = Hosting(
+            backend, namespace, self.forwarder.hosted, self.announce_agents, self.withdraw_agents, self._log
+        )
+        await hosting.sync()
+        self._hostings.append(hosting)
+        if rediscover_every is not None:
+            self._rediscovery.append(asyncio.create_task(hosting.run(rediscover_every)))
+        return list(hosting.announced)
 
     async def call_agent(
         self,

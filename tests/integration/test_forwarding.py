@@ -135,3 +135,39 @@ async def test_a_dead_next_hop_is_unavailable_within_the_deadline() -> None:
         failure = await failure_of(a, "gone.x", timeout=3)
         assert (failure.code, failure.node) == (CallErrorCode.UNAVAILABLE, "n0")
         assert time.monotonic() - started < 3
+
+
+async def test_rediscovery_announces_new_agents_and_withdraws_vanished_ones() -> None:
+    async with running(*configs([65001, 65002])) as (a, b):
+        await link([a, b], [(0, 1)])
+        backend = LocalBackend("team", [LocalAgent(AgentInfo("first"), lambda request: "one")])
+        assert await b.host(backend, "team", rediscover_every=0.1) == ["team.first"]
+        await everywhere([a], "team.first")
+
+        backend.add(LocalAgent(AgentInfo("second", capabilities=("new",)), lambda request: "two"))
+        backend.remove("first")
+        await everywhere([a], "team.second")
+        await everywhere([a], "team.first", present=False)
+        assert (await a.call_agent("team.second", AgentRequest())).reply.text == "two"
+        failure = await failure_of(a, "team.first")
+        assert failure.code is CallErrorCode.NOT_FOUND
+
+
+async def test_a_backend_that_fails_discovery_keeps_its_routes_and_others_work() -> None:
+    class Flaky(LocalBackend):
+        failing = False
+
+        async def discover(self) -> list[AgentInfo]:
+            if self.failing:
+                raise ConnectionError("backend unreachable")
+            return await super().discover()
+
+    async with running(*configs([65001])) as (a,):
+        flaky = Flaky("flaky", [LocalAgent(AgentInfo("x"), lambda request: "x")])
+        await a.host(flaky, "flaky", rediscover_every=0.05)
+        await a.host(demo_backend("echo"), "demo")
+        flaky.failing = True
+        await asyncio.sleep(0.3)
+        assert "flaky.x" in await a.loc_rib()
+        served = await a.call_agent("demo.echo", AgentRequest(messages=(ChatMessage("user", "still here"),)))
+        assert served.reply.text == "echo: still here"
