@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from agentmesh.agents.demo import demo_backend
+from agentmesh.agents.factory import BackendSetupError
 from agentmesh.config import (
     Config,
     ConfigError,
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"agentmesh: invalid configuration:\n{error}", file=sys.stderr)
         return 2
+    except BackendSetupError as error:
+        print(f"agentmesh: cannot set up a backend: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(f"agentmesh: {error}", file=sys.stderr)
         return 1
@@ -80,9 +84,9 @@ async def _until_signalled() -> None:
 
 async def _serve(config: Config, *, stdio: bool) -> None:
     node = Node(config)
-    await node.start()
     mcp = None
     try:
+        await node.start()
         if config.mcp.listen is not None:
             host, port = split_host_port(config.mcp.listen)
             mcp = McpHttpServer(node)

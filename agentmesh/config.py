@@ -537,6 +537,84 @@ class NodeConfig(_Model):
         return self
 
 
+_AGENT_LABELS_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_FUNCTION_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+BACKEND_TYPES = ("demo", "local", "mastra")
+
+
+class LocalFunctionConfig(_Model):
+    """A Python callable served as an agent by a `local` backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: StrictStr
+    function: StrictStr
+    description: StrictStr = ""
+    capabilities: tuple[StrictStr, ...] = ()
+    input_schema: dict[str, Any] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            raise ValueError(f"{value!r} must be one name label: letters, digits, '_' and '-'")
+        return value
+
+    @field_validator("function")
+    @classmethod
+    def _valid_function(cls, value: str) -> str:
+        if not _FUNCTION_RE.fullmatch(value):
+            raise ValueError(f"{value!r} must be 'module:function', e.g. 'my_agents.weather:forecast'")
+        return value
+
+
+class BackendConfig(_Model):
+    """Where a node's agents come from; each is announced as `namespace.<agent id>`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: StrictStr
+    namespace: StrictStr
+    rediscover_every: StrictFloat = Field(default=30.0, allow_inf_nan=False)
+    agents: tuple[StrictStr, ...] = ()
+    functions: tuple[LocalFunctionConfig, ...] = ()
+    url: StrictStr | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in BACKEND_TYPES:
+            raise ValueError(f"unknown backend type {value!r}; known: {', '.join(BACKEND_TYPES)}")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _valid_namespace(cls, value: str) -> str:
+        if not _AGENT_LABELS_RE.fullmatch(value):
+            raise ValueError(f"{value!r} must be dotted labels of letters, digits, '_' and '-'")
+        return value
+
+    @field_validator("rediscover_every")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0 seconds, got {value:g}")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_the_type(self) -> Self:
+        needs = {"demo": set(), "local": {"functions"}, "mastra": {"url"}}[self.type]
+        allowed = needs | {"demo": {"agents"}, "local": set(), "mastra": set()}[self.type]
+        given = {key for key in ("agents", "functions", "url") if getattr(self, key)}
+        problems = [((key,), f"required for a {self.type} backend") for key in sorted(needs - given)]
+        problems += [((key,), f"not used by a {self.type} backend") for key in sorted(given - allowed)]
+        if self.url is not None and not re.match(r"https?://[^/]", self.url):
+            problems.append((("url",), f"{self.url!r} must be an http:// or https:// URL"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
 class McpConfig(_Model):
     """The MCP front-end over HTTP (Streamable HTTP on /mcp, legacy SSE on /mcp/sse, /health, /status)."""
 
@@ -561,6 +639,7 @@ class Config(_Model):
     timers: TimersConfig = Field(default_factory=TimersConfig)
     neighbors: tuple[NeighborConfig, ...] = ()
     mcp: McpConfig = Field(default_factory=McpConfig)
+    agents: tuple[BackendConfig, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

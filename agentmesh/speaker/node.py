@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agentmesh.agents.base import AgentRequest, Backend
+from agentmesh.agents.factory import build_backend
 from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
 from agentmesh.bgp.fsm import (
     Close,
@@ -150,6 +151,11 @@ class Node:
         self._log.info("node_started", listen=self.listen_address, asn=self.asn, router_id=self.router_id)
         for neighbor in self.config.neighbors:
             await self.add_neighbor(neighbor)
+        for index, backend_config in enumerate(self.config.agents):
+            backend = build_backend(index, backend_config)
+            await self.host(
+                backend, backend_config.namespace, rediscover_every=backend_config.rediscover_every
+            )
 
     async def stop(self, communication: str = "node shutting down") -> None:
         """Send every peer Cease/Administrative Shutdown (RFC 4486, RFC 8203), then stop."""

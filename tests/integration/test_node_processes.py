@@ -176,3 +176,51 @@ async def test_serve_speaks_mcp_over_stdio_and_over_http(tmp_path: Path) -> None
                 tools = {tool.name for tool in (await over_http.list_tools()).tools}
                 assert {"list_agents", "call_agent", "resolve_agent", "mesh_status"} <= tools
     assert '"event": "node_stopped"' in (tmp_path / "stderr.log").read_text()
+
+
+async def test_serve_hosts_the_configured_backends(tmp_path: Path) -> None:
+    mcp_port = free_port()
+    config = write_config(
+        tmp_path / "hosting.yaml",
+        {
+            "node": {"name": "host", "asn": 65001, "router_id": "10.0.0.1", "listen": "127.0.0.1:0"},
+            "mcp": {"listen": f"127.0.0.1:{mcp_port}"},
+            "agents": [
+                {"type": "demo", "namespace": "demo", "agents": ["echo"]},
+                {
+                    "type": "local",
+                    "namespace": "tools",
+                    "functions": [{"id": "greet", "function": "tests.support.sample_agents:greet"}],
+                },
+            ],
+        },
+    )
+    with node_processes() as started:
+        node = NodeProcess(["serve", "--config", str(config)], tmp_path / "hosting.log")
+        started.append(node)
+        await node.wait_for(lambda events: count(events, "agent_hosted") == 2, timeout=20)
+        async with Client(f"http://127.0.0.1:{mcp_port}/mcp") as client:
+            listed = json.loads((await client.call_tool("list_agents", {})).content[0].text)  # type: ignore[union-attr]
+            assert {agent["name"] for agent in listed["agents"]} == {"demo.echo", "tools.greet"}
+            result = await client.call_tool("call_agent", {"name": "tools.greet", "message": "mesh"})
+            assert json.loads(result.content[0].text)["text"] == "hello mesh"  # type: ignore[union-attr]
+
+
+async def test_a_backend_function_that_does_not_import_is_a_clear_error(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "bad.yaml",
+        {
+            "node": {"name": "host", "asn": 65001, "router_id": "10.0.0.1", "listen": "127.0.0.1:0"},
+            "agents": [
+                {
+                    "type": "local",
+                    "namespace": "t",
+                    "functions": [{"id": "x", "function": "tests.support.sample_agents:NOT_CALLABLE"}],
+                }
+            ],
+        },
+    )
+    with node_processes() as started:
+        started.append(NodeProcess(["serve", "--config", str(config)], tmp_path / "bad.log"))
+        assert await started[0].wait_exit() == 2
+        assert "agents[0].functions[0].function" in started[0].log_path.read_text()

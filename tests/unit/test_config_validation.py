@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from agentmesh.config import (
+    BackendConfig,
     Config,
     ConfigError,
+    LocalFunctionConfig,
     McpConfig,
     NeighborConfig,
     NodeConfig,
@@ -744,7 +746,8 @@ def _documented_keys() -> set[str]:
 def test_model_keys_helper_sees_every_model() -> None:
     keys = _model_keys(Config)
     assert {"node.router_id", "timers.hold_time", "neighbors[].passive"} <= keys
-    count = sum(len(m.model_fields) for m in (Config, NodeConfig, TimersConfig, NeighborConfig, McpConfig))
+    models = (Config, NodeConfig, TimersConfig, NeighborConfig, McpConfig, BackendConfig, LocalFunctionConfig)
+    count = sum(len(m.model_fields) for m in models)
     assert len(keys) == count
 
 
@@ -784,3 +787,38 @@ def test_mcp_listen_defaults_to_off_and_is_checked() -> None:
         parse_config({"mcp": {"listen": "no-port"}})
     with pytest.raises(ConfigError, match=r"mcp\.port"):
         parse_config({"mcp": {"port": 8080}})
+
+
+def test_agent_backends_are_checked_against_their_type() -> None:
+    config = parse_config(
+        {
+            "agents": [
+                {"type": "demo", "namespace": "demo", "agents": ["echo"]},
+                {"type": "mastra", "namespace": "weather", "url": "http://127.0.0.1:4111"},
+                {
+                    "type": "local",
+                    "namespace": "tools",
+                    "functions": [{"id": "greet", "function": "pkg.mod:greet"}],
+                },
+            ]
+        }
+    )
+    assert [b.type for b in config.agents] == ["demo", "mastra", "local"]
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.type: .*unknown backend type 'ftp'"):
+        parse_config({"agents": [{"type": "ftp", "namespace": "x"}]})
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.url: required for a mastra backend"):
+        parse_config({"agents": [{"type": "mastra", "namespace": "x"}]})
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.url: not used by a demo backend"):
+        parse_config({"agents": [{"type": "demo", "namespace": "x", "url": "http://h:1"}]})
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.namespace: .*dotted labels"):
+        parse_config({"agents": [{"type": "demo", "namespace": "bad name"}]})
+    with pytest.raises(ConfigError, match=r"functions\[0\]\.function: .*'module:function'"):
+        parse_config(
+            {
+                "agents": [
+                    {"type": "local", "namespace": "t", "functions": [{"id": "a", "function": "nocolon"}]}
+                ]
+            }
+        )
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.url: .*http"):
+        parse_config({"agents": [{"type": "mastra", "namespace": "w", "url": "ftp://x"}]})
