@@ -6,22 +6,28 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from agentmesh.agents.demo import demo_backend
 from agentmesh.agents.factory import BackendSetupError
+from agentmesh.agents.mastra import MASTRA_SERVERS_ENV
 from agentmesh.config import (
     Config,
     ConfigError,
+    McpConfig,
     NeighborConfig,
     NodeConfig,
     TimersConfig,
     load_config,
     split_host_port,
 )
-from agentmesh.mcp.frontend import McpHttpServer, serve_stdio
+from agentmesh.mcp.compat import MastraDirectory, register_compat_tools
+from agentmesh.mcp.frontend import McpHttpServer, build_server, serve_stdio
 from agentmesh.obs.logging import configure
 from agentmesh.speaker.node import Node
 
@@ -38,8 +44,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentmesh", description="A BGP-style routing mesh for AI agents.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run one node from a YAML config file")
-    serve.add_argument("--config", "-c", required=True, help="path of the node's YAML config")
+    serve = commands.add_parser(
+        "serve",
+        help="run one node from a YAML config file, or without one as a drop-in for the old Mastra proxy",
+    )
+    serve.add_argument(
+        "--config",
+        "-c",
+        help="path of the node's YAML config; without it the node serves the Mastra servers of"
+        " MASTRA_SERVERS over MCP on stdio, as the old proxy did",
+    )
+    serve.add_argument(
+        "--mcp-listen", metavar="HOST:PORT", help="serve MCP over HTTP here (overrides mcp.listen)"
+    )
     serve.add_argument(
         "--stdio",
         action="store_true",
@@ -59,7 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(args.log_level)
     try:
         if args.command == "serve":
-            asyncio.run(_serve(load_config(args.config), stdio=args.stdio))
+            config = load_config(args.config) if args.config else _old_proxy_config()
+            if args.mcp_listen:
+                try:
+                    mcp = McpConfig(listen=args.mcp_listen)
+                except ValidationError as error:
+                    print(
+                        f"agentmesh: --mcp-listen {args.mcp_listen!r}: {error.errors()[0]['msg']}",
+                        file=sys.stderr,
+                    )
+                    return 2
+                config = config.model_copy(update={"mcp": mcp})
+            # Without a config file the node stands in for the old proxy: stdio unless told otherwise.
+            stdio = args.stdio or (args.config is None and not args.mcp_listen)
+            compat = args.config is None or MASTRA_SERVERS_ENV in os.environ
+            asyncio.run(_serve(config, stdio=stdio, compat=compat))
         else:
             asyncio.run(_up(args.base_port, 0 if args.base_port == 0 else args.mcp_port))
     except ConfigError as error:
@@ -82,23 +113,37 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def _serve(config: Config, *, stdio: bool) -> None:
+def _old_proxy_config() -> Config:
+    """A lone node with no neighbours, on an OS-chosen port so that several may run side by side."""
+    return Config(node=NodeConfig(listen="127.0.0.1:0"))
+
+
+async def _serve(config: Config, *, stdio: bool, compat: bool) -> None:
     node = Node(config)
     mcp = None
+    directory = MastraDirectory.from_env() if compat else None
     try:
         await node.start()
+        server = build_server(node)
+        if directory is not None:
+            # The old proxy's tools, and the same Mastra agents as routes (server0.weatherAgent, ...).
+            register_compat_tools(server, directory)
+            for entry in directory.servers:
+                await node.host(entry.backend, entry.name)
         if config.mcp.listen is not None:
             host, port = split_host_port(config.mcp.listen)
-            mcp = McpHttpServer(node)
+            mcp = McpHttpServer(node, server)
             await mcp.start(host, port)
         if stdio:
-            await serve_stdio(node)  # until the client closes stdin
+            await serve_stdio(node, server)  # until the client closes stdin
         else:
             await _until_signalled()
     finally:
         if mcp is not None:
             await mcp.stop()
         await node.stop()
+        if directory is not None:
+            await directory.aclose()
 
 
 async def _up(base_port: int, mcp_port: int) -> None:

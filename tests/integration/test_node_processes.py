@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from agentmesh.bgp.fsm import Reason, State
 from agentmesh.config import NeighborConfig
 from agentmesh.speaker.node import Node
 from agentmesh.v1 import forwarding_pb2, forwarding_pb2_grpc
+from tests.support.mastra_servers import CURRENT, LEGACY, mastra_server, server0_agents, server1_agents
 from tests.support.nodes import node_config, running
 from tests.support.processes import NodeProcess, count, free_port, node_processes, write_config
 
@@ -224,3 +226,35 @@ async def test_a_backend_function_that_does_not_import_is_a_clear_error(tmp_path
         started.append(NodeProcess(["serve", "--config", str(config)], tmp_path / "bad.log"))
         assert await started[0].wait_exit() == 2
         assert "agents[0].functions[0].function" in started[0].log_path.read_text()
+
+
+async def test_without_a_config_the_node_stands_in_for_the_old_proxy(tmp_path: Path) -> None:
+    """MASTRA_SERVERS alone, no YAML: MCP on stdio with the old tools, and the agents as routes too."""
+    async with (
+        mastra_server(LEGACY, server0_agents()) as (_, url0),
+        mastra_server(CURRENT, server1_agents()) as (_, url1),
+    ):
+        env = {**os.environ, "MASTRA_SERVERS": f"{url0}, {url1}"}
+        params = StdioServerParameters(command=sys.executable, args=["-m", "agentmesh.cli", "serve"], env=env)
+        with (tmp_path / "stderr.log").open("w") as errlog:
+            async with Client(stdio_client(params, errlog=errlog)) as client:
+                tools = {tool.name for tool in (await client.list_tools()).tools}
+                assert {"listMastraAgents", "callMastraAgent", "list_agents", "call_agent"} <= tools
+                listing = json.loads((await client.call_tool("listMastraAgents", {})).content[0].text)  # type: ignore[union-attr]
+                assert [s["serverName"] for s in listing["serverAgents"]] == ["server0", "server1"]
+                reply = await client.call_tool(
+                    "callMastraAgent",
+                    {
+                        "targetAgentId": "echoAgent",
+                        "interactionType": "generate",
+                        "messages": [{"role": "user", "content": "hi"}],
+                    },
+                )
+                answer = json.loads(reply.content[0].text)  # type: ignore[union-attr]
+                assert answer["fullyQualifiedId"] == "server0:echoAgent"  # a conflict goes to server0
+                assert answer["responseData"]["text"] == "echo: hi"
+                # The same agents are routes of the node: callable through the mesh tools.
+                mesh = await client.call_tool(
+                    "call_agent", {"name": "server1.reverseAgent", "message": "abc"}
+                )
+                assert not mesh.is_error, mesh.content
