@@ -539,7 +539,7 @@ class NodeConfig(_Model):
 
 _AGENT_LABELS_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _FUNCTION_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-BACKEND_TYPES = ("demo", "local", "mastra")
+BACKEND_TYPES = ("demo", "local", "mastra", "mcp")
 
 
 class LocalFunctionConfig(_Model):
@@ -579,6 +579,7 @@ class BackendConfig(_Model):
     agents: tuple[StrictStr, ...] = ()
     functions: tuple[LocalFunctionConfig, ...] = ()
     url: StrictStr | None = None
+    command: tuple[StrictStr, ...] = ()
 
     @field_validator("type")
     @classmethod
@@ -603,11 +604,17 @@ class BackendConfig(_Model):
 
     @model_validator(mode="after")
     def _fields_fit_the_type(self) -> Self:
-        needs = {"demo": set(), "local": {"functions"}, "mastra": {"url"}}[self.type]
-        allowed = needs | {"demo": {"agents"}, "local": set(), "mastra": set()}[self.type]
-        given = {key for key in ("agents", "functions", "url") if getattr(self, key)}
+        needs = {"demo": set(), "local": {"functions"}, "mastra": {"url"}, "mcp": set()}[self.type]
+        optional = {"demo": {"agents"}, "local": set(), "mastra": set(), "mcp": {"url", "command"}}[self.type]
+        given = {key for key in ("agents", "functions", "url", "command") if getattr(self, key)}
         problems = [((key,), f"required for a {self.type} backend") for key in sorted(needs - given)]
-        problems += [((key,), f"not used by a {self.type} backend") for key in sorted(given - allowed)]
+        problems += [
+            ((key,), f"not used by a {self.type} backend") for key in sorted(given - needs - optional)
+        ]
+        if self.type == "mcp" and len(given & {"url", "command"}) != 1:
+            problems.append(
+                (("command",), "an mcp backend needs exactly one of command (stdio) and url (HTTP)")
+            )
         if self.url is not None and not re.match(r"https?://[^/]", self.url):
             problems.append((("url",), f"{self.url!r} must be an http:// or https:// URL"))
         if problems:

@@ -8,6 +8,7 @@ from agentmesh.agents.base import AgentInfo, Backend
 from agentmesh.agents.demo import DEMO_AGENTS, demo_backend
 from agentmesh.agents.local import AgentFunction, LocalAgent, LocalBackend
 from agentmesh.agents.mastra import MastraBackend
+from agentmesh.agents.mcp_tools import McpToolsBackend
 from agentmesh.config import BackendConfig
 
 
@@ -33,6 +34,8 @@ def build_backend(index: int, config: BackendConfig) -> Backend:
             for n, f in enumerate(config.functions)
         ]
         return LocalBackend(config.namespace, agents)
+    if config.type == "mcp":
+        return McpToolsBackend(config.namespace, command=list(config.command) or None, url=config.url)
     assert config.type == "mastra" and config.url is not None
     return MastraBackend(config.namespace, config.url)
 

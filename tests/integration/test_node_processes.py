@@ -258,3 +258,56 @@ async def test_without_a_config_the_node_stands_in_for_the_old_proxy(tmp_path: P
                     "call_agent", {"name": "server1.reverseAgent", "message": "abc"}
                 )
                 assert not mesh.is_error, mesh.content
+
+
+async def test_an_mcp_servers_tools_are_agents_of_the_mesh(tmp_path: Path) -> None:
+    """Node `tools` hosts the tools of an MCP server (a subprocess); an MCP client of node `front`
+    calls one of them through the mesh: agentmesh as a federating MCP gateway."""
+    tools_port, front_port, mcp_port = free_port(), free_port(), free_port()
+    server = str(Path(__file__).resolve().parents[1] / "support" / "mcp_tool_server.py")
+    tools = write_config(
+        tmp_path / "tools.yaml",
+        {
+            "node": {
+                "name": "tools",
+                "asn": 65001,
+                "router_id": "10.0.0.1",
+                "listen": f"127.0.0.1:{tools_port}",
+            },
+            "neighbors": [{"address": f"127.0.0.1:{front_port}", "asn": 65002}],
+            "agents": [{"type": "mcp", "namespace": "calc", "command": [sys.executable, server]}],
+        },
+    )
+    front = write_config(
+        tmp_path / "front.yaml",
+        {
+            "node": {
+                "name": "front",
+                "asn": 65002,
+                "router_id": "10.0.0.2",
+                "listen": f"127.0.0.1:{front_port}",
+            },
+            "neighbors": [{"address": f"127.0.0.1:{tools_port}", "asn": 65001}],
+            "mcp": {"listen": f"127.0.0.1:{mcp_port}"},
+        },
+    )
+    with node_processes() as started:
+        started.append(NodeProcess(["serve", "--config", str(tools)], tmp_path / "tools.log"))
+        started.append(NodeProcess(["serve", "--config", str(front)], tmp_path / "front.log"))
+        await started[1].wait_for(lambda events: count(events, "session_established") == 1, timeout=20)
+        async with Client(f"http://127.0.0.1:{mcp_port}/mcp") as client:
+            for _ in range(100):  # until the route has arrived
+                result = await client.call_tool(
+                    "call_agent", {"name": "calc.add", "arguments": {"a": 2, "b": 40}}
+                )
+                if not result.is_error:
+                    break
+                await asyncio.sleep(0.1)
+            answer = json.loads(result.content[0].text)  # type: ignore[union-attr]
+            assert answer["text"] == "42" and answer["served_by"] == "tools"
+            listed = json.loads((await client.call_tool("list_agents", {"prefix": "calc."})).content[0].text)  # type: ignore[union-attr]
+            add = next(agent for agent in listed["agents"] if agent["name"] == "calc.add")
+            assert add["backend_protocol"] in ("MCP", "mcp") and set(add["input_schema"]["properties"]) == {
+                "a",
+                "b",
+            }

@@ -822,3 +822,18 @@ def test_agent_backends_are_checked_against_their_type() -> None:
         )
     with pytest.raises(ConfigError, match=r"agents\[0\]\.url: .*http"):
         parse_config({"agents": [{"type": "mastra", "namespace": "w", "url": "ftp://x"}]})
+
+
+def test_mcp_backends_need_exactly_one_of_command_and_url() -> None:
+    config = parse_config({"agents": [{"type": "mcp", "namespace": "t", "command": ["python", "server.py"]}]})
+    assert config.agents[0].command == ("python", "server.py")
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.command: an mcp backend needs exactly one"):
+        parse_config({"agents": [{"type": "mcp", "namespace": "t"}]})
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.command: an mcp backend needs exactly one"):
+        parse_config(
+            {"agents": [{"type": "mcp", "namespace": "t", "command": ["x"], "url": "http://h:1/mcp"}]}
+        )
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.command: not used by a mastra backend"):
+        parse_config(
+            {"agents": [{"type": "mastra", "namespace": "t", "url": "http://h:1", "command": ["x"]}]}
+        )
