@@ -539,7 +539,7 @@ class NodeConfig(_Model):
 
 _AGENT_LABELS_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _FUNCTION_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-BACKEND_TYPES = ("demo", "local", "mastra", "mcp")
+BACKEND_TYPES = ("demo", "local", "mastra", "mcp", "a2a")
 
 
 class LocalFunctionConfig(_Model):
@@ -604,8 +604,10 @@ class BackendConfig(_Model):
 
     @model_validator(mode="after")
     def _fields_fit_the_type(self) -> Self:
-        needs = {"demo": set(), "local": {"functions"}, "mastra": {"url"}, "mcp": set()}[self.type]
-        optional = {"demo": {"agents"}, "local": set(), "mastra": set(), "mcp": {"url", "command"}}[self.type]
+        needs = {"demo": set(), "local": {"functions"}, "mastra": {"url"}, "mcp": set(), "a2a": {"url"}}[
+            self.type
+        ]
+        optional = {"demo": {"agents"}, "mcp": {"url", "command"}}.get(self.type, set())
         given = {key for key in ("agents", "functions", "url", "command") if getattr(self, key)}
         problems = [((key,), f"required for a {self.type} backend") for key in sorted(needs - given)]
         problems += [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from agentmesh.agents.a2a import A2aBackend
 from agentmesh.agents.base import AgentInfo, Backend
 from agentmesh.agents.demo import DEMO_AGENTS, demo_backend
 from agentmesh.agents.local import AgentFunction, LocalAgent, LocalBackend
@@ -34,6 +35,9 @@ def build_backend(index: int, config: BackendConfig) -> Backend:
             for n, f in enumerate(config.functions)
         ]
         return LocalBackend(config.namespace, agents)
+    if config.type == "a2a":
+        assert config.url is not None
+        return A2aBackend(config.namespace, config.url)
     if config.type == "mcp":
         return McpToolsBackend(config.namespace, command=list(config.command) or None, url=config.url)
     assert config.type == "mastra" and config.url is not None
