@@ -94,4 +94,5 @@ async def mesh_status(node: Node) -> dict[str, Any]:
         "peers": [peer_view(peer) for peer in peers],
         "established_peers": sum(1 for peer in peers if peer.state is State.ESTABLISHED),
         "routes": dataclasses.asdict(counts),
+        "backends": node.backends(),
     }

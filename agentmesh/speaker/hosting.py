@@ -40,16 +40,18 @@ class Hosting:
         self._withdraw = withdraw
         self._log = log
         self.announced: dict[str, AgentAttributes] = {}
+        #: Why the latest discovery failed, None after one that worked: shown for this backend only.
+        self.last_error: str | None = None
 
     async def sync(self) -> None:
         """Discover once and make the announced routes match; a failed discovery is logged and kept out."""
         try:
             infos = await self.backend.discover()
         except Exception as error:
-            self._log.warning(
-                "backend_discovery_failed", backend=self.backend.name, error=str(error) or repr(error)
-            )
+            self.last_error = str(error) or repr(error)
+            self._log.warning("backend_discovery_failed", backend=self.backend.name, error=self.last_error)
             return
+        self.last_error = None
         wanted = {f"{self.namespace}.{info.id}": info for info in infos}
         gone = [name for name in self.announced if name not in wanted]
         if gone:

@@ -273,6 +273,19 @@ class Node:
             self._rediscovery.append(asyncio.create_task(hosting.run(rediscover_every)))
         return list(hosting.announced)
 
+    def backends(self) -> list[dict[str, Any]]:
+        """Each hosted backend: its namespace, protocol, agents and the error of its last discovery."""
+        return [
+            {
+                "name": hosting.backend.name,
+                "namespace": hosting.namespace,
+                "protocol": hosting.backend.protocol.name.lower(),
+                "agents": sorted(hosting.announced),
+                "last_error": hosting.last_error,
+            }
+            for hosting in self._hostings
+        ]
+
     async def call_agent(
         self,
         name: str,

@@ -169,5 +169,8 @@ async def test_a_backend_that_fails_discovery_keeps_its_routes_and_others_work()
         flaky.failing = True
         await asyncio.sleep(0.3)
         assert "flaky.x" in await a.loc_rib()
+        status = {backend["namespace"]: backend for backend in a.backends()}
+        assert status["flaky"]["last_error"] == "backend unreachable"  # shown for that backend only
+        assert status["demo"]["last_error"] is None and status["demo"]["agents"] == ["demo.echo"]
         served = await a.call_agent("demo.echo", AgentRequest(messages=(ChatMessage("user", "still here"),)))
         assert served.reply.text == "echo: still here"
