@@ -10,6 +10,11 @@ shared between tasks and there are no locks.
 The owner drives the sans-IO `Peer`s and carries out their effects: `Dial` starts a dial task,
 `Send` and `Close` go to the stream's `Connection`, reports become log lines and watch events.
 After each batch of work it arms one loop timer for the earliest peer deadline.
+
+The forwarding plane stays out of the owner on purpose: a call only asks the owner for a lookup,
+then talks to a backend or a next hop in its own task. The table of hosted agents it consults is
+written by `host()` and rediscovery and read by calls, each a plain dict operation between awaits
+in the one event loop, so it needs no lock either.
 """
 
 from __future__ import annotations
