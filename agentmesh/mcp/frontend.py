@@ -510,11 +510,23 @@ class McpHttpServer:
         )
         # The session manager runs in a task of ours, not in the app's lifespan, so that stop() can
         # end open streams before uvicorn waits for their connections to close.
+        try:
+            return await self._serve(manager, app, sock)
+        except BaseException:
+            await self.stop()  # nothing half-started is left running, and the socket is released
+            sock.close()
+            raise
+
+    async def _serve(self, manager: StreamableHTTPSessionManager, app: Starlette, sock: socket.socket) -> int:
         ready = asyncio.Event()
         self._sessions = asyncio.create_task(
             self._run_sessions(manager, ready), name="agentmesh-mcp-sessions"
         )
-        await ready.wait()
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait({waiting, self._sessions}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            waiting.cancel()
+            raise RuntimeError("the MCP session manager failed to start") from self._sessions.exception()
         config = uvicorn.Config(
             app,
             lifespan="off",

@@ -375,9 +375,16 @@ class Rib:
         due = bool(out.pending) and now >= out.next_announcement
         return bool(out.urgent) or due or (out.end_of_rib_pending and not out.pending)
 
-    def next_deadline(self) -> float | None:
-        """When announcements held back by the advertisement interval become due."""
-        due = [out.next_announcement for out in self._out.values() if out.established and out.pending]
+    def next_deadline(self, now: float = float("-inf")) -> float | None:
+        """When announcements held back by the advertisement interval become due, if after `now`.
+
+        Announcements already due but not yet sent wait for their stream to drain, not for a timer.
+        """
+        due = [
+            out.next_announcement
+            for out in self._out.values()
+            if out.established and out.pending and out.next_announcement > now
+        ]
         return min(due, default=None)
 
     def take_updates(self, key: str, now: float, max_names: int = 50_000) -> list[Update]:

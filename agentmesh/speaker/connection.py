@@ -55,6 +55,12 @@ class Connection:
             self._closing = True
             self._outbox.put_nowait(None)
 
+    def fail(self) -> None:
+        """The stream died before `run`: tell the owner once, as `run` would have."""
+        if not self._closing:
+            self._closing = True
+            self._deliver(self.conn, None)
+
     async def run(self) -> None:
         """Pump until closed locally (after flushing) or by the peer."""
         reader = asyncio.create_task(self._read())

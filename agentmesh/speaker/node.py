@@ -63,7 +63,8 @@ T = TypeVar("T")
 
 #: How long `stop()` waits for the Cease NOTIFICATIONs to be flushed before closing the server.
 SHUTDOWN_FLUSH_TIMEOUT = 2.0
-#: UPDATEs queued on one stream before the owner waits for the writer: bounds memory, not throughput.
+#: UPDATEs queued on one stream before the owner stops building more and waits for the writer to drain.
+#: Checked between steps of NAMES_PER_STEP names, so a step with many attribute sets can overshoot it.
 SEND_WINDOW = 16
 #: Names turned into UPDATEs per step, so one busy peer does not stall the owner for long.
 NAMES_PER_STEP = 50_000
@@ -168,6 +169,8 @@ class Node:
             return
         for task in self._rediscovery:
             task.cancel()
+        await asyncio.gather(*self._rediscovery, return_exceptions=True)
+        self._rediscovery.clear()
         notification = cease(CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, communication)
         await self.call(lambda: self._stop_all(notification))
         pending = [task for task in self._tasks if not task.done()]
@@ -186,17 +189,23 @@ class Node:
         if self._server is not None:
             await self._server.stop()
         await self.forwarder.close()
-        for hosting in self._hostings:
-            await hosting.backend.close()
+        closing = await asyncio.gather(*(h.backend.close() for h in self._hostings), return_exceptions=True)
+        for hosting, outcome in zip(self._hostings, closing, strict=True):
+            if isinstance(outcome, BaseException):
+                self._log.warning("backend_close_failed", backend=hosting.backend.name, error=repr(outcome))
         self._log.info("node_stopped")
 
     # -- in-process API --------------------------------------------------------------------
 
     async def call(self, command: Callable[[], T]) -> T:
         """Run `command` in the owner task and return its result."""
+        if self._owner is None or self._owner.done():
+            raise RuntimeError(f"node {self.name} is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
         def run() -> None:
+            if future.cancelled():
+                return  # the caller went away: do not act for it (a dialler that hung up, say)
             try:
                 result = command()
             except Exception as error:  # reported to the caller, never kills the owner
@@ -341,6 +350,7 @@ class Node:
                 self._execute(self._inbox.get_nowait())
             self._execute(self._poll_timers)
             self._execute(self._advertise)
+            self._execute(self._arm_timer)
 
     def _execute(self, command: Callable[[], None]) -> None:
         # A bug in one command must not take the owner, and with it the whole node, down silently.
@@ -359,8 +369,11 @@ class Node:
         now = self._now()
         for neighbor in list(self._neighbors.values()):
             self._apply(neighbor, neighbor.peer.poll(now))
+
+    def _arm_timer(self) -> None:
+        """One loop timer for the earliest deadline of any peer or of the advertisement interval."""
         deadlines = [d for n in self._neighbors.values() if (d := n.peer.next_deadline()) is not None]
-        if (rib_due := self.rib.next_deadline()) is not None:
+        if (rib_due := self.rib.next_deadline(self._now())) is not None:
             deadlines.append(rib_due)
         if self._timer is not None:
             self._timer.cancel()

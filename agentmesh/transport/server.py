@@ -21,6 +21,8 @@ STOP_GRACE = 1.0
 class Pumpable(Protocol):
     async def run(self) -> None: ...
 
+    def fail(self) -> None: ...
+
 
 #: Called with the address the dialler claims and its stream; returns the connection to pump or raises
 #: PermissionError when the dialler is not a neighbour.
@@ -46,7 +48,11 @@ class PeeringServicer(peering_pb2_grpc.PeeringServiceServicer):
         except PermissionError as refused:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
             return
-        await stream.accept()
+        try:
+            await stream.accept()
+        except BaseException:
+            connection.fail()  # registered with the node but never pumped: report the stream as failed
+            raise
         await connection.run()
 
 

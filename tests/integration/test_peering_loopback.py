@@ -93,3 +93,10 @@ async def test_node_stop_sends_administrative_shutdown() -> None:
         )
         assert event.notification.shutdown_communication == "node shutting down"
         assert (await status(b, a.advertise_address)).state is not State.ESTABLISHED
+
+
+async def test_a_stopped_node_refuses_calls_instead_of_hanging() -> None:
+    async with running(node_config("a", 65001, "10.0.0.1")) as (a,):
+        pass
+    with pytest.raises(RuntimeError, match="not running"):
+        await asyncio.wait_for(a.peers(), 2)

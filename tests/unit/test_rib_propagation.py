@@ -565,3 +565,13 @@ def test_counts_follow_the_tables() -> None:
     rib.take_updates(E2, 0.0)
     counts = rib.counts()
     assert (counts.adj_rib_in, counts.loc_rib, counts.adj_rib_out) == (2, 3, 3)
+
+
+def test_next_deadline_names_only_future_instants() -> None:
+    """A due announcement that waits for its stream to drain needs no timer: a past deadline would spin."""
+    rib = make_rib(interval=1.0)
+    announce(rib, E1, ["a"], attrs(E1_ASN), now=0.0)
+    take_all(rib, 0.0)  # the burst goes out; the next one may leave at 1.0
+    announce(rib, E1, ["b"], attrs(E1_ASN), now=0.5)
+    assert rib.next_deadline(0.5) == pytest.approx(1.0)
+    assert rib.next_deadline(1.5) is None  # due already: whoever sends it is waiting on the stream
