@@ -52,6 +52,8 @@ from pydantic import (
     model_validator,
 )
 
+from agentmesh.rib import names
+
 __all__ = [
     "DEFAULT_LISTEN",
     "Config",
@@ -296,6 +298,12 @@ def _check_asn(asn: int) -> int:
     return asn
 
 
+def _positive_seconds(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0 seconds, got {value:g}")
+    return value
+
+
 def _check_hold_time(value: int) -> int:
     if value < 0:
         raise ValueError(f"hold time {value} is negative")
@@ -383,9 +391,7 @@ class TimersConfig(_Model):
     @field_validator("connect_retry_time", "connect_retry_initial")
     @classmethod
     def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError(f"must be greater than 0 seconds, got {value:g}")
-        return value
+        return _positive_seconds(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -537,7 +543,6 @@ class NodeConfig(_Model):
         return self
 
 
-_AGENT_LABELS_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _FUNCTION_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 BACKEND_TYPES = ("demo", "local", "mastra", "mcp", "a2a")
 
@@ -556,7 +561,7 @@ class LocalFunctionConfig(_Model):
     @field_validator("id")
     @classmethod
     def _valid_id(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        if "." in value or not names.is_valid(value):
             raise ValueError(f"{value!r} must be one name label: letters, digits, '_' and '-'")
         return value
 
@@ -591,16 +596,15 @@ class BackendConfig(_Model):
     @field_validator("namespace")
     @classmethod
     def _valid_namespace(cls, value: str) -> str:
-        if not _AGENT_LABELS_RE.fullmatch(value):
+        # The namespace is the front of every agent name, so it follows the name grammar (not an aggregate).
+        if names.is_aggregate(value) or not names.is_valid(value):
             raise ValueError(f"{value!r} must be dotted labels of letters, digits, '_' and '-'")
         return value
 
     @field_validator("rediscover_every")
     @classmethod
     def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError(f"must be greater than 0 seconds, got {value:g}")
-        return value
+        return _positive_seconds(value)
 
     @model_validator(mode="after")
     def _fields_fit_the_type(self) -> Self:
