@@ -16,6 +16,7 @@ task, so a slow agent never holds up routing. gRPC passes deadline and cancellat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -64,19 +65,10 @@ class Forwarder:
         route, target = await self._route(call)
         if isinstance(target, Hosted):
             chunks: list[str] = []
-            try:
-                async with asyncio.timeout(_remaining(deadline, self.node_name)):
-                    async for chunk in target.backend.stream(target.agent_id, call.request):
-                        chunks.append(chunk)
-                        yield chunk
-            except TimeoutError as error:
-                raise CallFailure(
-                    CallErrorCode.DEADLINE, self.node_name, "the agent did not finish in time"
-                ) from error
-            except CallFailure:
-                raise
-            except Exception as error:
-                raise self._backend_failure(target, error) from error
+            async with self._backend(target, deadline):
+                async for chunk in target.backend.stream(target.agent_id, call.request):
+                    chunks.append(chunk)
+                    yield chunk
             yield Served(AgentReply("".join(chunks)), self.node_name, route, (*call.trace, self.node_id))
             return
         async for event in self.next_hops.stream(
@@ -108,9 +100,15 @@ class Forwarder:
         return Routed(call.name, call.request, call.hop_limit - 1, (*call.trace, self.node_id))
 
     async def _invoke(self, hosted: Hosted, call: Routed, deadline: float) -> AgentReply:
+        async with self._backend(hosted, deadline):
+            return await hosted.backend.call(hosted.agent_id, call.request)
+
+    @contextlib.asynccontextmanager
+    async def _backend(self, hosted: Hosted, deadline: float) -> AsyncIterator[None]:
+        """Work with a hosted backend within the deadline; its failures become CallFailures from here."""
         try:
             async with asyncio.timeout(_remaining(deadline, self.node_name)):
-                return await hosted.backend.call(hosted.agent_id, call.request)
+                yield
         except TimeoutError as error:
             raise CallFailure(
                 CallErrorCode.DEADLINE, self.node_name, "the agent did not answer in time"
@@ -118,11 +116,8 @@ class Forwarder:
         except CallFailure:
             raise
         except Exception as error:
-            raise self._backend_failure(hosted, error) from error
-
-    def _backend_failure(self, hosted: Hosted, error: Exception) -> CallFailure:
-        reason = f"{hosted.backend.name}:{hosted.agent_id}: {error or type(error).__name__}"
-        return CallFailure(CallErrorCode.BACKEND_ERROR, self.node_name, reason)
+            reason = f"{hosted.backend.name}:{hosted.agent_id}: {error or type(error).__name__}"
+            raise CallFailure(CallErrorCode.BACKEND_ERROR, self.node_name, reason) from error
 
     async def close(self) -> None:
         await self.next_hops.close()
