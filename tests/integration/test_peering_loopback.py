@@ -9,7 +9,7 @@ import pytest
 from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
 from agentmesh.bgp.fsm import Reason, State
 from agentmesh.config import router_id_to_int
-from tests.support.nodes import established, eventually, node_config, peer_with, running, status
+from tests.support.nodes import established, eventually, neighbor_of, node_config, peer_with, running, status
 
 
 async def test_two_nodes_reach_established_over_ebgp() -> None:
@@ -33,8 +33,6 @@ async def test_internal_peers_in_one_as_reach_established() -> None:
 @pytest.mark.parametrize("attempt", range(3))
 async def test_simultaneous_dials_end_with_exactly_one_session(id_a: str, id_b: str, attempt: int) -> None:
     async with running(node_config("a", 65001, id_a), node_config("b", 65002, id_b)) as (a, b):
-        from tests.support.nodes import neighbor_of
-
         # Both sides are active and are configured at the same moment, so both dial (RFC 4271 §6.8).
         await asyncio.gather(a.add_neighbor(neighbor_of(b)), b.add_neighbor(neighbor_of(a)))
         await established(a, b)

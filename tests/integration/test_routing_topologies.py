@@ -136,7 +136,7 @@ async def test_a_stopped_origin_takes_its_routes_with_it() -> None:
         assert (await c.rib_counts()).loc_rib == 0
 
 
-async def test_routes_reach_a_peer_that_comes_up_later_then_end_of_rib() -> None:
+async def test_routes_reach_a_peer_that_comes_up_later() -> None:
     async with running(*configs([65001, 65002])) as (a, b):
         await a.announce_agents([f"early.agent{i}" for i in range(500)], AGENT)
         await link([a, b], [(0, 1)])
