@@ -1,22 +1,29 @@
-"""The `agentmesh` command line: run a node, or a local demo mesh."""
+"""The `agentmesh` command line: run a node or a local demo mesh, and operate a running node.
+
+`serve` and `up` run nodes; every other command is a client of a node's AdminService
+(`agentmesh/cli_admin.py`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from pydantic import ValidationError
 
 from agentmesh.agents.demo import demo_backend
 from agentmesh.agents.factory import BackendSetupError
 from agentmesh.agents.mastra import MASTRA_SERVERS_ENV
+from agentmesh.cli_admin import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from agentmesh.config import (
+    AdminConfig,
     Config,
     ConfigError,
     McpConfig,
@@ -28,8 +35,10 @@ from agentmesh.config import (
 )
 from agentmesh.mcp.compat import MastraDirectory, register_compat_tools
 from agentmesh.mcp.frontend import McpHttpServer, build_server, serve_stdio
-from agentmesh.obs.logging import configure
+from agentmesh.obs.logging import configure, get_logger
+from agentmesh.obs.metrics import MetricsServer
 from agentmesh.speaker.node import Node
+from agentmesh.transport.admin import AdminServer
 
 #: The demo mesh of `agentmesh up`: three nodes in three ASes peering in a line, a - b - c, each hosting
 #: one demo agent, so that a call from node-a to `demo.capitals` crosses two ASes.
@@ -38,6 +47,8 @@ DEMO_NODES = (
     ("node-b", 65002, "10.0.0.2", "calculator"),
     ("node-c", 65003, "10.0.0.3", "capitals"),
 )
+#: Metrics port of node-a in the demo mesh; node-b and node-c follow.
+DEMO_METRICS_PORT = 9464
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument(
         "--mcp-port", type=int, default=8000, help="port of node-a's MCP endpoint (0: let the OS choose)"
     )
+    add_admin_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ADMIN_COMMANDS:
+        return run_admin_command(args)
     configure(args.log_level)
     try:
         if args.command == "serve":
@@ -114,16 +128,37 @@ async def _until_signalled() -> None:
 
 
 def _old_proxy_config() -> Config:
-    """A lone node with no neighbours, on an OS-chosen port so that several may run side by side."""
-    return Config(node=NodeConfig(listen="127.0.0.1:0"))
+    """A lone node with no neighbours, on OS-chosen ports so that several may run side by side."""
+    return Config(node=NodeConfig(listen="127.0.0.1:0"), admin=AdminConfig(listen="127.0.0.1:0"))
+
+
+@contextlib.asynccontextmanager
+async def _operated(node: Node, admin: AdminConfig, metrics_listen: str | None) -> AsyncIterator[None]:
+    """The node's admin API and metrics endpoint, for as long as the block runs."""
+    log = get_logger(node=node.name)
+    async with contextlib.AsyncExitStack() as stack:
+        if admin.enabled:
+            server = AdminServer(node, admin.listen, token=admin.read_token())
+            await server.start()
+            stack.push_async_callback(server.stop)
+            log.info("admin_started", listen=server.address, token=server.token_required)
+        if metrics_listen is not None:
+            metrics = MetricsServer(node.metrics, node.sample_metrics)
+            await metrics.start(*split_host_port(metrics_listen))
+            stack.push_async_callback(metrics.stop)
+            log.info("metrics_started", url=metrics.url)
+        yield
 
 
 async def _serve(config: Config, *, stdio: bool, compat: bool) -> None:
-    node = Node(config)
-    mcp = None
     directory = MastraDirectory.from_env() if compat else None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        if directory is not None:
+            stack.push_async_callback(directory.aclose)
+        node = Node(config)
+        stack.push_async_callback(node.stop)
         await node.start()
+        await stack.enter_async_context(_operated(node, config.admin, config.metrics.listen))
         server = build_server(node)
         if directory is not None:
             # The old proxy's tools, and the same Mastra agents as routes (server0.weatherAgent, ...).
@@ -134,27 +169,44 @@ async def _serve(config: Config, *, stdio: bool, compat: bool) -> None:
             host, port = split_host_port(config.mcp.listen)
             mcp = McpHttpServer(node, server)
             await mcp.start(host, port)
+            stack.push_async_callback(mcp.stop)
         if stdio:
             await serve_stdio(node, server)  # until the client closes stdin
         else:
             await _until_signalled()
-    finally:
-        if mcp is not None:
-            await mcp.stop()
-        await node.stop()
-        if directory is not None:
-            await directory.aclose()
+
+
+def _demo_ports(base_port: int, index: int) -> tuple[int, int, int]:
+    """Peering, admin and metrics ports of demo node `index`; all 0 (OS-chosen) when base_port is 0.
+
+    Admin ports count down from just below the first peering port, so that node-a's is the CLI's
+    default (127.0.0.1:50050) when the peering ports start at 50051.
+    """
+    if base_port == 0:
+        return 0, 0, 0
+    return base_port + index, base_port - 1 - index, DEMO_METRICS_PORT + index
 
 
 async def _up(base_port: int, mcp_port: int) -> None:
-    nodes = []
-    for index, (name, asn, router_id, _) in enumerate(DEMO_NODES):
-        port = base_port + index if base_port else 0
-        node_config = NodeConfig(name=name, asn=asn, router_id=router_id, listen=f"127.0.0.1:{port}")
-        nodes.append(Node(Config(node=node_config, timers=TimersConfig(hold_time=30))))
-    try:
-        for node in nodes:
+    async with contextlib.AsyncExitStack() as stack:
+        nodes: list[Node] = []
+        admin_addresses: list[str] = []
+        metrics_urls: list[str] = []
+        for index, (name, asn, router_id, _) in enumerate(DEMO_NODES):
+            port, admin_port, metrics_port = _demo_ports(base_port, index)
+            node_config = NodeConfig(name=name, asn=asn, router_id=router_id, listen=f"127.0.0.1:{port}")
+            node = Node(Config(node=node_config, timers=TimersConfig(hold_time=30)))
+            stack.push_async_callback(node.stop)
             await node.start()
+            admin = AdminServer(node, f"127.0.0.1:{admin_port}")
+            await admin.start()
+            stack.push_async_callback(admin.stop)
+            metrics = MetricsServer(node.metrics, node.sample_metrics)
+            await metrics.start("127.0.0.1", metrics_port)
+            stack.push_async_callback(metrics.stop)
+            nodes.append(node)
+            admin_addresses.append(admin.address)
+            metrics_urls.append(metrics.url)
         # Neighbours are added once every node is bound, so OS-chosen ports work too.
         for left, right in itertools.pairwise(nodes):
             await left.add_neighbor(
@@ -167,28 +219,34 @@ async def _up(base_port: int, mcp_port: int) -> None:
             await node.host(demo_backend(agent), "demo")
         mcp = McpHttpServer(nodes[0])
         await mcp.start("127.0.0.1", mcp_port)
-        try:
-            _print_banner(nodes, mcp.url)
-            await _until_signalled()
-        finally:
-            await mcp.stop()
-    finally:
-        for node in nodes:
-            await node.stop()
+        stack.push_async_callback(mcp.stop)
+        _print_banner(nodes, admin_addresses, metrics_urls, mcp.url)
+        await _until_signalled()
 
 
-def _print_banner(nodes: list[Node], mcp_url: str) -> None:
-    print("agentmesh demo mesh is up (Ctrl-C to stop): node-a - node-b - node-c", flush=True)
+def _print_banner(
+    nodes: list[Node], admin_addresses: list[str], metrics_urls: list[str], mcp_url: str
+) -> None:
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    say("agentmesh demo mesh is up (Ctrl-C to stop): node-a - node-b - node-c")
     for node, (*_, agent) in zip(nodes, DEMO_NODES, strict=True):
-        print(f"  {node.name}  AS{node.asn}  {node.advertise_address}  hosts demo.{agent}", flush=True)
-    print(f"MCP endpoint of node-a (Streamable HTTP): {mcp_url}", flush=True)
-    print('  try the tool call_agent with {"name": "demo.capitals", "message": "Japan"}', flush=True)
+        say(f"  {node.name}  AS{node.asn}  {node.advertise_address}  hosts demo.{agent}")
+    say(f"MCP endpoint of node-a (Streamable HTTP): {mcp_url}")
+    say('  try the tool call_agent with {"name": "demo.capitals", "message": "Japan"}')
     request = json.dumps(
         {"call": {"name": "demo.capitals", "arguments_json": '{"country": "Japan"}', "hop_limit": 8}}
     )
-    print("Call an agent two ASes away, through node-a:", flush=True)
+    say("Call an agent two ASes away, through node-a:")
     method = "agentmesh.v1.ForwardingService/Call"
-    print(f"  grpcurl -plaintext -d '{request}' {nodes[0].advertise_address} {method}", flush=True)
+    say(f"  grpcurl -plaintext -d '{request}' {nodes[0].advertise_address} {method}")
+    say("Operate the nodes with the CLI, through each node's admin API:")
+    for node, admin, metrics in zip(nodes, admin_addresses, metrics_urls, strict=True):
+        say(f"  {node.name}  admin {admin}  metrics {metrics}")
+    say(f"  agentmesh peers --admin {admin_addresses[0]}")
+    say(f"  agentmesh routes --admin {admin_addresses[1]}")
+    say(f"  agentmesh call demo.capitals Japan --admin {admin_addresses[0]}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Node configuration: one YAML file, validated up front with precise errors.
 
-A node's whole configuration is one YAML document with three sections::
+A node's whole configuration is one YAML document with these sections::
 
     node:       who this node is (name, ASN, router id) and where it listens
-    timers:     BGP session timers (RFC 4271 §4.2, §10)
+    timers:     BGP session timers (RFC 4271 §4.2, §10) and the readiness timeout
     neighbors:  the peers this node sessions with
+    mcp:        the MCP front-end over HTTP
+    admin:      the AdminService gRPC endpoint
+    metrics:    the Prometheus /metrics endpoint
+    agents:     the backends whose agents this node hosts
 
 Every key is optional except a neighbour's ``address`` and ``asn``: ``parse_config({})``
 (and ``Config()``) give a working single-node configuration, with the router id derived
@@ -55,10 +59,13 @@ from pydantic import (
 from agentmesh.rib import names
 
 __all__ = [
+    "DEFAULT_ADMIN_LISTEN",
     "DEFAULT_LISTEN",
+    "AdminConfig",
     "Config",
     "ConfigError",
     "ConfigProblem",
+    "MetricsConfig",
     "NeighborConfig",
     "NodeConfig",
     "TimersConfig",
@@ -74,6 +81,8 @@ __all__ = [
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+#: The admin API's default address, also where the CLI looks first.
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:50050"
 
 # RFC 6793: AS numbers are 4-octet unsigned integers.
 _ASN_MAX = 0xFFFF_FFFF
@@ -375,6 +384,7 @@ class TimersConfig(_Model):
     connect_retry_time: StrictFloat = Field(default=120.0, allow_inf_nan=False)
     connect_retry_initial: StrictFloat = Field(default=1.0, allow_inf_nan=False)
     min_advertisement_interval: StrictFloat = Field(default=0.1, allow_inf_nan=False)
+    readiness_timeout: StrictFloat = Field(default=30.0, allow_inf_nan=False)
 
     @field_validator("min_advertisement_interval")
     @classmethod
@@ -388,7 +398,7 @@ class TimersConfig(_Model):
     def _valid_hold_time(cls, value: int) -> int:
         return _check_hold_time(value)
 
-    @field_validator("connect_retry_time", "connect_retry_initial")
+    @field_validator("connect_retry_time", "connect_retry_initial", "readiness_timeout")
     @classmethod
     def _positive(cls, value: float) -> float:
         return _positive_seconds(value)
@@ -628,8 +638,8 @@ class BackendConfig(_Model):
         return self
 
 
-class McpConfig(_Model):
-    """The MCP front-end over HTTP (Streamable HTTP on /mcp, legacy SSE on /mcp/sse, /health, /status)."""
+class _OptionalEndpoint(_Model):
+    """An HTTP endpoint that is off unless `listen` is set."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -643,6 +653,74 @@ class McpConfig(_Model):
         return _canonical_address(value, allow_port_zero=True, allow_wildcard=True)
 
 
+class McpConfig(_OptionalEndpoint):
+    """The MCP front-end over HTTP (Streamable HTTP on /mcp, legacy SSE on /mcp/sse, /health, /status)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or address, IPv6 possibly in brackets) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class AdminConfig(_Model):
+    """The AdminService gRPC endpoint: localhost by default; anywhere else only with a token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: StrictBool = True
+    listen: StrictStr = DEFAULT_ADMIN_LISTEN
+    token: StrictStr | None = None
+    token_file: StrictStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        return _canonical_address(value, allow_port_zero=True, allow_wildcard=True)
+
+    @field_validator("token")
+    @classmethod
+    def _valid_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters; a short token is guessable")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.token is not None and self.token_file is not None:
+            raise _Problems([(("token_file",), "give token or token_file, not both")])
+        host = split_host_port(self.listen)[0]
+        if self.enabled and not is_loopback(host) and self.token is None and self.token_file is None:
+            raise _Problems(
+                [
+                    (
+                        ("listen",),
+                        f"{self.listen} is reachable from other hosts: set admin.token or admin.token_file"
+                        " (or listen on 127.0.0.1)",
+                    )
+                ]
+            )
+        return self
+
+    def read_token(self) -> str | None:
+        """The token clients must present, read from `token_file` when that is how it is given."""
+        if self.token_file is None:
+            return self.token
+        with open(self.token_file, encoding="utf-8") as file:
+            token = file.read().strip()
+        if len(token) < 16:
+            raise OSError(f"admin token file {self.token_file} holds fewer than 16 characters")
+        return token
+
+
+class MetricsConfig(_OptionalEndpoint):
+    """Prometheus metrics over HTTP at /metrics; off unless `listen` is set."""
+
+
 class Config(_Model):
     """A node's complete configuration. ``Config()`` is a valid single-node default."""
 
@@ -652,6 +730,8 @@ class Config(_Model):
     timers: TimersConfig = Field(default_factory=TimersConfig)
     neighbors: tuple[NeighborConfig, ...] = ()
     mcp: McpConfig = Field(default_factory=McpConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     agents: tuple[BackendConfig, ...] = ()
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ import contextlib
 import json
 import socket
 import sys
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import anyio
@@ -54,6 +54,7 @@ from agentmesh.mcp.views import agent_view, mesh_status, path_view
 from agentmesh.obs.logging import get_logger
 from agentmesh.speaker.node import Node
 from agentmesh.transport.forwarding import Served
+from agentmesh.transport.http import EmbeddedUvicorn, bind
 
 #: The tool names, in the order they are registered.
 TOOL_NAMES = ("list_agents", "call_agent", "resolve_agent", "mesh_status")
@@ -396,14 +397,6 @@ async def serve_stdio(node: Node, server: MCPServer | None = None) -> None:
 # -- HTTP -------------------------------------------------------------------------------------
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without signal handlers: the process that embeds the node owns its signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class _SseStream:
     """`GET /mcp/sse`: one legacy MCP session per open event stream; it ends when the server stops."""
 
@@ -462,7 +455,7 @@ class McpHttpServer:
         self.server = server or build_server(node)
         self._transport_security = transport_security
         self._log = get_logger(node=node.name)
-        self._uvicorn: _Uvicorn | None = None
+        self._uvicorn: EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
         self._sessions: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -484,9 +477,7 @@ class McpHttpServer:
         if self._serving is not None:
             raise RuntimeError("the MCP HTTP server is already started")
         self._closing = asyncio.Event()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # Bound here rather than by uvicorn: the port is known at once and a bind error raises here.
-        sock = socket.create_server((host, port), family=family)
+        sock = bind(host, port)
         self.host, self.port = host, sock.getsockname()[1]
         security = self._transport_security
         if security is None and host in _LOOPBACK_HOSTS:
@@ -534,7 +525,7 @@ class McpHttpServer:
             access_log=False,
             timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE,
         )
-        self._uvicorn = _Uvicorn(config)
+        self._uvicorn = EmbeddedUvicorn(config)
         self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]), name="agentmesh-mcp-http")
         async with asyncio.timeout(HTTP_STARTUP_TIMEOUT):
             while not self._uvicorn.started:

@@ -164,3 +164,17 @@ def longest_match(name: str, loc: Mapping[str, _PathLike]) -> str | None:
         if aggregate in loc:
             return aggregate
     return None
+
+
+def glob_matches(pattern: str, name: str) -> bool:
+    """Whether `name` matches a glob with the semantics of `ResolutionIndex.glob`, without an index."""
+    return _labels_match(pattern.split("."), name.split("."))
+
+
+def _labels_match(pattern: list[str], labels: list[str]) -> bool:
+    if not pattern:
+        return not labels
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_labels_match(rest, labels[skip:]) for skip in range(len(labels) + 1))
+    return bool(labels) and fnmatchcase(labels[0], head) and _labels_match(rest, labels[1:])

@@ -21,6 +21,7 @@ process treats them like any other candidate.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -37,7 +38,7 @@ from agentmesh.rib.attributes import (
     imported,
     malformation,
 )
-from agentmesh.rib.decision import Decision, Path, Source, decide, make_path
+from agentmesh.rib.decision import Decision, DecisionReason, Path, Source, decide, make_path, why
 from agentmesh.rib.resolve import ResolutionIndex, longest_match
 
 LOCAL = ""
@@ -54,6 +55,27 @@ class Drop(Enum):
 
     AS_PATH_LOOP = "as_path_loop"
     MALFORMED_ATTRIBUTES = "malformed_attributes"
+
+
+class ChangeKind(Enum):
+    """Why a name's best path changed when no decision step compared the old and the new path."""
+
+    NEW_ROUTE = "new_route"
+    WITHDRAWN = "withdrawn"
+    #: The previous best was withdrawn or replaced by its own source; the new one is the best left.
+    PREVIOUS_BEST_LOST = "previous_best_lost"
+
+
+ChangeReason = DecisionReason | ChangeKind
+
+
+@dataclass(frozen=True, slots=True)
+class BestPathChange:
+    """A name got a new best path, or lost its route (`best` is None)."""
+
+    name: str
+    best: Path | None
+    reason: ChangeReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +146,11 @@ class Rib:
         self.index = ResolutionIndex()
         self.loops_dropped = 0
         self._collect_at = COLLECT_THRESHOLD
+        #: Best-path changes by reason, since the start (for metrics).
+        self.best_path_changes: Counter[ChangeReason] = Counter()
+        #: While set, every best-path change is also kept for `take_changes` (for event watchers).
+        self.record_changes = False
+        self._changes: list[BestPathChange] = []
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -299,6 +326,7 @@ class Rib:
         loc = self._loc
         moved = {name: old for name, old in changed.items() if loc.get(name) is not old}
         self.index.update(moved, loc)
+        self._note_changes(moved)
         gone: dict[str, None] = {}
         by_path: dict[Path, list[str]] = {}
         for name in moved:
@@ -318,6 +346,30 @@ class Rib:
                     # The new best cannot go to this peer: withdraw what it has, without delay.
                     advertised = out.advertised
                     out.urgent.update(dict.fromkeys(name for name in names if name in advertised))
+
+    def _note_changes(self, moved: Mapping[str, Path | None]) -> None:
+        """Count each best-path change by its reason, and keep it while someone watches."""
+        loc, adj_in, record = self._loc, self._adj_in, self.record_changes
+        counts = self.best_path_changes
+        for name, old in moved.items():
+            best = loc.get(name)
+            reason: ChangeReason
+            if old is None:
+                reason = ChangeKind.NEW_ROUTE
+            elif best is None:
+                reason = ChangeKind.WITHDRAWN
+            elif adj_in.get(old.source.key, {}).get(name) is old:
+                reason = why(best, old)  # the old best is still a candidate: the new one beat it
+            else:
+                reason = ChangeKind.PREVIOUS_BEST_LOST
+            counts[reason] += 1
+            if record:
+                self._changes.append(BestPathChange(name, best, reason))
+
+    def take_changes(self) -> list[BestPathChange]:
+        """The best-path changes recorded since the last call, oldest first."""
+        changes, self._changes = self._changes, []
+        return changes
 
     def _recompute(self, name: str) -> None:
         best: Path | None = None
@@ -366,6 +418,21 @@ class Rib:
         self._commit({name: path for name, path in removed.items() if loc.get(name) is path})
 
     # -- advertising -----------------------------------------------------------------------
+
+    def resend(self, key: str) -> None:
+        """Queue the whole table for the peer again: a soft reset out, or its ROUTE-REFRESH (RFC 2918 §4).
+
+        Names whose export is unchanged would be skipped as already advertised, so they are
+        forgotten first. Names with a withdrawal still queued keep their entry, so that it is sent.
+        """
+        out = self._out[key]
+        if not out.established:
+            return
+        for name in list(out.advertised):
+            if self._export(out, name) is not None:
+                del out.advertised[name]
+        out.pending.update(dict.fromkeys(self._loc))
+        out.next_announcement = float("-inf")
 
     def has_pending(self, key: str, now: float) -> bool:
         """Whether `take_updates` would produce something for the peer now."""
@@ -481,6 +548,12 @@ class Rib:
 
     def adj_rib_out(self, key: str) -> Iterator[tuple[str, PathAttributes]]:
         return iter(self._out[key].advertised.items())
+
+    def received_count(self, key: str) -> int:
+        return len(self._adj_in[key])
+
+    def advertised_count(self, key: str) -> int:
+        return len(self._out[key].advertised)
 
     def counts(self) -> RibCounts:
         return RibCounts(

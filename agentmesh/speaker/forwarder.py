@@ -40,19 +40,44 @@ class Hosted:
 
 
 Lookup = Callable[[str], Awaitable[tuple[str, Path] | None]]
+#: Told the result ("ok" or a CallErrorCode value) and duration in seconds of every call handled here.
+Observer = Callable[[str, float], None]
 
 
 class Forwarder:
     """The forwarding plane of one node."""
 
-    def __init__(self, node_name: str, node_id: str, lookup: Lookup) -> None:
+    def __init__(
+        self, node_name: str, node_id: str, lookup: Lookup, *, observe: Observer | None = None
+    ) -> None:
         self.node_name = node_name
         self.node_id = node_id
         self._lookup = lookup
+        self._observe = observe or (lambda result, seconds: None)
         self.hosted: dict[str, Hosted] = {}
         self.next_hops = NextHops(node_name)
 
     async def call(self, call: Routed, timeout: float | None) -> Served:
+        async with self._observed():
+            return await self._call(call, timeout)
+
+    async def stream(self, call: Routed, timeout: float | None) -> AsyncIterator[str | Served]:
+        async with self._observed():
+            async for event in self._stream(call, timeout):
+                yield event
+
+    @contextlib.asynccontextmanager
+    async def _observed(self) -> AsyncIterator[None]:
+        """Report each call's result and duration; a call its caller abandoned is not counted."""
+        started = time.monotonic()
+        try:
+            yield
+        except CallFailure as failure:
+            self._observe(failure.code.value, time.monotonic() - started)
+            raise
+        self._observe("ok", time.monotonic() - started)
+
+    async def _call(self, call: Routed, timeout: float | None) -> Served:
         deadline = _deadline(timeout)
         route, target = await self._route(call)
         if isinstance(target, Hosted):
@@ -60,7 +85,7 @@ class Forwarder:
             return Served(reply, self.node_name, route, (*call.trace, self.node_id))
         return await self.next_hops.call(target, self._onward(call), _remaining(deadline, self.node_name))
 
-    async def stream(self, call: Routed, timeout: float | None) -> AsyncIterator[str | Served]:
+    async def _stream(self, call: Routed, timeout: float | None) -> AsyncIterator[str | Served]:
         deadline = _deadline(timeout)
         route, target = await self._route(call)
         if isinstance(target, Hosted):

@@ -25,6 +25,7 @@ import functools
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, TypeVar
 
 from agentmesh.agents.base import AgentRequest, Backend
@@ -45,13 +46,22 @@ from agentmesh.bgp.fsm import (
     UpdateReceived,
     message_event,
 )
-from agentmesh.bgp.messages import AgentAttributes, Notification, Update, cease
+from agentmesh.bgp.messages import AgentAttributes, Capabilities, Notification, RouteRefresh, Update, cease
 from agentmesh.bgp.peer import ConnectionRefused, Peer, PeerEffect
 from agentmesh.config import Config, NeighborConfig, join_host_port, router_id_to_int, split_host_port
 from agentmesh.obs.logging import get_logger
+from agentmesh.obs.metrics import NodeMetrics
 from agentmesh.rib.decision import Decision, Path
+from agentmesh.rib.resolve import glob_matches
 from agentmesh.rib.rib import Rib, RibCounts
 from agentmesh.speaker.connection import Connection, Received
+from agentmesh.speaker.events import (
+    DEFAULT_WATCH_LIMIT,
+    PeerStateEvent,
+    RouteEntry,
+    RouteEvent,
+    Subscription,
+)
 from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT, Forwarder
 from agentmesh.speaker.hosting import Hosting
 from agentmesh.transport import codec
@@ -83,6 +93,8 @@ class PeerStatus:
     description: str
     internal: bool
     passive: bool
+    #: The hold time configured for this neighbour, None for the node's default.
+    configured_hold_time: int | None
     enabled: bool
     state: State
     peer_id: int | None
@@ -91,17 +103,35 @@ class PeerStatus:
     last_notification: Notification | None
     #: Live streams to this neighbour: 1 for a session, 2 while a collision is being resolved.
     connections: int
+    routes_received: int
+    routes_advertised: int
+    seconds_in_state: float
 
 
-@dataclass(frozen=True, slots=True)
-class PeerStateEvent:
-    """A neighbour changed state (what `watch()` subscribers receive)."""
+class RouteTable(Enum):
+    ADJ_RIB_IN = "adj-rib-in"
+    LOC_RIB = "loc-rib"
+    ADJ_RIB_OUT = "adj-rib-out"
 
-    address: str
-    old: State
-    new: State
-    reason: Reason
-    notification: Notification | None
+
+class SoftReset(Enum):
+    """Which way a soft reset goes: ask the peer for its table, send ours again, or both."""
+
+    IN = "in"
+    OUT = "out"
+    BOTH = "both"
+
+
+class UnknownPeer(LookupError):
+    """No neighbour has that address."""
+
+
+class PeerExists(ValueError):
+    """A neighbour with that address is already configured."""
+
+
+class PreconditionFailed(RuntimeError):
+    """The request cannot be served in the current state (say, a soft reset in without ROUTE-REFRESH)."""
 
 
 @dataclass
@@ -112,6 +142,8 @@ class _Neighbor:
     dials: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     last_reason: Reason | None = None
     last_notification: Notification | None = None
+    #: When the session last changed state (loop time).
+    state_since: float = 0.0
 
 
 class Node:
@@ -130,6 +162,13 @@ class Node:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers: list[asyncio.Queue[PeerStateEvent]] = []
+        self._subscriptions: list[Subscription] = []
+        #: Configured neighbours whose initial table exchange is not over: what they still owe or await.
+        self._initial_exchange: dict[str, set[str]] = {}
+        self.ready = False
+        self.started_at = 0.0
+        self._readiness_timer: asyncio.TimerHandle | None = None
+        self.metrics = NodeMetrics()
         self._server: GrpcServer | None = None
         self._hostings: list[Hosting] = []
         self._rediscovery: list[asyncio.Task[None]] = []
@@ -139,7 +178,7 @@ class Node:
 
     async def start(self) -> None:
         """Bind the gRPC server, start the owner task and enable every configured neighbour."""
-        self.forwarder = Forwarder(self.name, self.router_id, self.resolve)
+        self.forwarder = Forwarder(self.name, self.router_id, self.resolve, observe=self.metrics.call)
         forwarding = ForwardingServicer(self.name, self.forwarder.call, self.forwarder.stream)
         self._server = GrpcServer(self.config.node.listen, self._accept_stream, forwarding)
         port = await self._server.start()
@@ -153,8 +192,18 @@ class Node:
             self.advertise_address,
             self.config.timers.min_advertisement_interval,
         )
+        self.started_at = self._now()
+        # Readiness waits for the initial table exchange with the configured neighbours (RFC 4724 §2:
+        # End-of-RIB both ways), or for the timeout, whichever comes first.
+        self._initial_exchange = {n.address: {"received", "sent"} for n in self.config.neighbors}
         self._owner = asyncio.create_task(self._run(), name=f"agentmesh-owner-{self.name}")
         self._log.info("node_started", listen=self.listen_address, asn=self.asn, router_id=self.router_id)
+        if self._initial_exchange:
+            self._readiness_timer = asyncio.get_running_loop().call_later(
+                self.config.timers.readiness_timeout, self._post, self._readiness_timed_out
+            )
+        else:
+            await self.call(lambda: self._become_ready("no configured neighbours"))
         for neighbor in self.config.neighbors:
             await self.add_neighbor(neighbor)
         for index, backend_config in enumerate(self.config.agents):
@@ -180,8 +229,9 @@ class Node:
         with contextlib.suppress(asyncio.CancelledError):
             await self._owner
         self._owner = None
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._readiness_timer):
+            if timer is not None:
+                timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -224,10 +274,74 @@ class Node:
 
     async def remove_neighbor(self, address: str) -> None:
         """Close the session with Cease/Peer De-configured (RFC 4486) and forget the neighbour."""
-        await self.call(lambda: self._remove_neighbor(address))
+        await self.call(lambda: self._remove_neighbor(address, cease(CeaseSubcode.PEER_DECONFIGURED)))
+
+    async def update_neighbor(self, neighbor: NeighborConfig) -> bool:
+        """Change a neighbour's configuration; returns whether its session had to be restarted."""
+        return await self.call(lambda: self._update_neighbor(neighbor))
+
+    async def enable_neighbor(self, address: str) -> None:
+        await self.call(lambda: self._enable(address))
+
+    async def disable_neighbor(self, address: str, communication: str = "") -> None:
+        """End the session with Cease/Administrative Shutdown (RFC 4486, RFC 8203) and keep it down."""
+        await self.call(lambda: self._disable(address, communication))
+
+    async def reset_neighbor(
+        self, address: str, soft: SoftReset | None = None, communication: str = ""
+    ) -> None:
+        """Hard reset (Cease/Administrative Reset, then a new session) or soft reset in, out or both."""
+        await self.call(lambda: self._reset(address, soft, communication))
+
+    async def sample_metrics(self) -> None:
+        """Bring the gauges that mirror owner state up to date (called per Prometheus scrape)."""
+
+        def sample() -> None:
+            counts = self.rib.counts()
+            tables = {
+                "adj_rib_in": counts.adj_rib_in,
+                "loc_rib": counts.loc_rib,
+                "adj_rib_out": counts.adj_rib_out,
+            }
+            changes = {reason.value: n for reason, n in self.rib.best_path_changes.items()}
+            self.metrics.sample_rib(tables, counts.attribute_sets, changes)
+
+        await self.call(sample)
+        self.metrics.sample_backends(self.backends())
+
+    def uptime(self) -> float:
+        return self._now() - self.started_at
 
     async def peers(self) -> list[PeerStatus]:
         return await self.call(lambda: [self._status(n) for n in self._neighbors.values()])
+
+    async def subscribe(
+        self, *, peers: bool = True, routes: bool = True, limit: int = DEFAULT_WATCH_LIMIT
+    ) -> Subscription:
+        """A snapshot of neighbour states and best paths, and from then on every change; see events.py."""
+        subscription = Subscription(peers=peers, routes=routes, limit=limit)
+        return await self.call(lambda: self._subscribe(subscription))
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if self._owner is not None:
+            self._post(lambda: self._unsubscribe(subscription))
+
+    async def routes(
+        self, table: RouteTable, peer: str | None = None, pattern: str | None = None
+    ) -> list[RouteEntry]:
+        """A table's routes sorted by name (then peer); `peer` is required for the per-neighbour tables.
+
+        The owner only copies the table; filtering and sorting happen outside it.
+        """
+        if table is not RouteTable.LOC_RIB and not peer:
+            raise ValueError(f"the {table.value} is kept per neighbour: give a peer")
+        entries = await self.call(lambda: self._table(table, peer, pattern))
+        if peer and table is RouteTable.LOC_RIB:
+            entries = [entry for entry in entries if entry.peer == peer]
+        if pattern and table is not RouteTable.LOC_RIB:
+            entries = [entry for entry in entries if glob_matches(pattern, entry.name)]
+        entries.sort(key=lambda entry: (entry.name, entry.peer))
+        return entries
 
     def watch(self) -> asyncio.Queue[PeerStateEvent]:
         """A queue that receives every neighbour state change from now on."""
@@ -349,6 +463,7 @@ class Node:
             while not self._inbox.empty():
                 self._execute(self._inbox.get_nowait())
             self._execute(self._poll_timers)
+            self._execute(self._publish_route_changes)
             self._execute(self._advertise)
             self._execute(self._arm_timer)
 
@@ -404,27 +519,153 @@ class Node:
             connect_retry_time=timers.connect_retry_time,
             connect_retry_initial=timers.connect_retry_initial,
             passive=neighbor.passive,
+            # ROUTE-REFRESH is answered by re-sending the table (RFC 2918 §4); soft reset in uses it.
+            capabilities=Capabilities(route_refresh=True),
         )
 
-    def _add_neighbor(self, config: NeighborConfig) -> None:
+    def _neighbor(self, address: str) -> _Neighbor:
+        neighbor = self._neighbors.get(address)
+        if neighbor is None:
+            raise UnknownPeer(f"no neighbour {address}")
+        return neighbor
+
+    def _add_neighbor(self, config: NeighborConfig, *, enable: bool = True) -> None:
         if config.address in self._neighbors:
-            raise ValueError(f"neighbour {config.address} is already configured")
+            raise PeerExists(f"neighbour {config.address} is already configured")
         if config.address == self.advertise_address:
             raise ValueError(f"neighbour {config.address} is this node's own address")
         neighbor = _Neighbor(config, Peer(self._settings(config), self._rng))
         self._neighbors[config.address] = neighbor
         self.rib.add_peer(config.address, config.asn, router_id=0)
+        neighbor.state_since = self._now()
+        self.metrics.state(config.address, neighbor.peer.state)
         self._log.info("peer_added", peer=config.address, peer_asn=config.asn, passive=config.passive)
-        self._apply(neighbor, neighbor.peer.start(self._now()))
+        if enable:
+            self._apply(neighbor, neighbor.peer.start(self._now()))
 
-    def _remove_neighbor(self, address: str) -> None:
-        neighbor = self._neighbors.get(address)
-        if neighbor is None:
-            raise KeyError(f"no neighbour {address}")
-        self._stop_peer(neighbor, cease(CeaseSubcode.PEER_DECONFIGURED))
+    def _remove_neighbor(self, address: str, notification: Notification) -> None:
+        neighbor = self._neighbor(address)
+        self._stop_peer(neighbor, notification)
         del self._neighbors[address]
         self.rib.remove_peer(address)
+        self._initial_done(address, "received", "sent")
+        self.metrics.forget_peer(address)
         self._log.info("peer_removed", peer=address)
+
+    def _update_neighbor(self, config: NeighborConfig) -> bool:
+        neighbor = self._neighbor(config.address)
+        if config.model_copy(update={"description": neighbor.config.description}) == neighbor.config:
+            neighbor.config = config  # nothing the session negotiated: no reason to disturb it
+            return False
+        enabled = neighbor.peer.enabled
+        self._remove_neighbor(config.address, cease(CeaseSubcode.OTHER_CONFIGURATION_CHANGE))
+        self._add_neighbor(config, enable=enabled)
+        return True
+
+    def _enable(self, address: str) -> None:
+        neighbor = self._neighbor(address)
+        if not neighbor.peer.enabled:
+            self._log.info("peer_enabled", peer=address)
+            self._apply(neighbor, neighbor.peer.start(self._now()))
+
+    def _disable(self, address: str, communication: str) -> None:
+        neighbor = self._neighbor(address)
+        if neighbor.peer.enabled:
+            self._log.info("peer_disabled", peer=address, communication=communication)
+            self._stop_peer(neighbor, cease(CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, communication))
+
+    def _reset(self, address: str, soft: SoftReset | None, communication: str) -> None:
+        neighbor = self._neighbor(address)
+        if not neighbor.peer.enabled:
+            raise PreconditionFailed(f"neighbour {address} is disabled: enable it instead")
+        if soft is None:
+            self._log.info("peer_reset", peer=address, communication=communication)
+            self._stop_peer(neighbor, cease(CeaseSubcode.ADMINISTRATIVE_RESET, communication))
+            self._apply(neighbor, neighbor.peer.start(self._now()))
+            return
+        negotiated = neighbor.peer.primary.negotiated
+        if neighbor.peer.state is not State.ESTABLISHED or negotiated is None:
+            raise PreconditionFailed(
+                f"no session with {address} to soft-reset (it is {neighbor.peer.state.value})"
+            )
+        if soft in (SoftReset.IN, SoftReset.BOTH) and not negotiated.route_refresh:
+            raise PreconditionFailed(
+                f"{address} did not advertise ROUTE-REFRESH (RFC 2918): soft reset in needs it"
+            )
+        self._log.info("peer_soft_reset", peer=address, direction=soft.value)
+        if soft in (SoftReset.IN, SoftReset.BOTH):
+            self._apply(neighbor, neighbor.peer.send(RouteRefresh(), self._now()))
+        if soft in (SoftReset.OUT, SoftReset.BOTH):
+            self.rib.resend(address)
+
+    def _subscribe(self, subscription: Subscription) -> Subscription:
+        self._publish_route_changes()  # changes made before this subscription are not its events
+        if subscription.peers:
+            subscription.snapshot += [
+                PeerStateEvent(address, None, n.peer.state, n.last_reason, n.last_notification)
+                for address, n in self._neighbors.items()
+            ]
+        if subscription.routes:
+            subscription.snapshot += [
+                RouteEvent(name, _best_entry(name, path), None) for name, path in self.rib.loc_rib()
+            ]
+        self._subscriptions.append(subscription)
+        self.rib.record_changes = any(s.routes for s in self._subscriptions)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscriptions.remove(subscription)
+        self.rib.record_changes = any(s.routes for s in self._subscriptions)
+
+    def _publish_route_changes(self) -> None:
+        if not self.rib.record_changes:
+            return
+        watchers = [s for s in self._subscriptions if s.routes]
+        for change in self.rib.take_changes():
+            best = None if change.best is None else _best_entry(change.name, change.best)
+            event = RouteEvent(change.name, best, change.reason)
+            for watcher in watchers:
+                watcher.publish(event)
+
+    def _table(self, table: RouteTable, peer: str | None, pattern: str | None) -> list[RouteEntry]:
+        if table is RouteTable.LOC_RIB:
+            rows = self.rib.matching(pattern) if pattern else self.rib.loc_rib()
+            return [_best_entry(name, path) for name, path in rows]
+        assert peer is not None
+        self._neighbor(peer)
+        if table is RouteTable.ADJ_RIB_OUT:
+            return [RouteEntry(name, attrs, peer, True) for name, attrs in self.rib.adj_rib_out(peer)]
+        best = self.rib.best
+        return [
+            RouteEntry(name, path.attrs, peer, best(name) is path) for name, path in self.rib.adj_rib_in(peer)
+        ]
+
+    def _become_ready(self, why: str) -> None:
+        if self.ready:
+            return
+        self.ready = True
+        if self._readiness_timer is not None:
+            self._readiness_timer.cancel()
+        self._log.info("node_ready", why=why)
+        if self._server is not None:
+            self._spawn(self._server.set_ready())
+
+    def _readiness_timed_out(self) -> None:
+        if not self.ready:
+            self._log.warning("readiness_timeout", waiting_for=sorted(self._initial_exchange))
+            self._become_ready("readiness timeout")
+
+    def _initial_done(self, address: str, *steps: str) -> None:
+        """Note a step of a configured neighbour's initial exchange: End-of-RIB received or sent."""
+        waiting = self._initial_exchange.get(address)
+        if waiting is None:
+            return
+        waiting.difference_update(steps)
+        if not waiting:
+            del self._initial_exchange[address]
+            if not self._initial_exchange:
+                self._become_ready("initial table exchange done")
 
     def _stop_all(self, notification: Notification) -> None:
         for neighbor in self._neighbors.values():
@@ -441,6 +682,7 @@ class Node:
             description=n.config.description,
             internal=self.config.is_internal(n.config),
             passive=n.config.passive,
+            configured_hold_time=n.config.hold_time,
             enabled=n.peer.enabled,
             state=n.peer.state,
             peer_id=negotiated.peer_id if negotiated else None,
@@ -448,6 +690,9 @@ class Node:
             last_reason=n.last_reason,
             last_notification=n.last_notification,
             connections=len(n.connections),
+            routes_received=self.rib.received_count(n.config.address),
+            routes_advertised=self.rib.advertised_count(n.config.address),
+            seconds_in_state=self._now() - n.state_since,
         )
 
     # -- streams ---------------------------------------------------------------------------
@@ -492,6 +737,7 @@ class Node:
             )
             event = Event(kind, conn, notification=received.notification)
         else:
+            self.metrics.received(neighbor.config.address, received)
             if isinstance(received, Notification):
                 self._log_notification("notification_received", neighbor, received)
                 neighbor.last_notification = received
@@ -545,6 +791,7 @@ class Node:
                 if connection is not None:
                     if isinstance(effect.message, Notification):
                         self._log_notification("notification_sent", neighbor, effect.message)
+                    self.metrics.sent(neighbor.config.address, effect.message)
                     connection.send(effect.message)
             elif isinstance(effect, Close):
                 self._close(neighbor, effect.conn)
@@ -568,7 +815,8 @@ class Node:
             elif isinstance(effect, UpdateReceived):
                 self._update_received(neighbor, effect.update)
             elif isinstance(effect, RouteRefreshRequested):
-                pass  # answered by the route refresh feature (RFC 2918), not yet built
+                self._log.info("route_refresh_received", peer=neighbor.config.address)
+                self.rib.resend(neighbor.config.address)
 
     def _update_received(self, neighbor: _Neighbor, update: Update) -> None:
         address = neighbor.config.address
@@ -579,7 +827,9 @@ class Node:
             return
         if result.end_of_rib:
             self._log.info("end_of_rib_received", peer=address)
+            self._initial_done(address, "received")
         if (dropped := result.dropped) is not None:
+            self.metrics.routes_dropped.labels(dropped.reason.value).inc(len(dropped.names))
             self._log_dropped(address, dropped.reason.value, dropped.detail, dropped.names)
 
     def _log_dropped(self, address: str, reason: str, detail: str, names: tuple[str, ...]) -> None:
@@ -605,6 +855,8 @@ class Node:
             while connection.backlog < SEND_WINDOW and self.rib.has_pending(address, now):
                 for update in self.rib.take_updates(address, now, NAMES_PER_STEP):
                     self._apply(neighbor, neighbor.peer.send(update, now))
+                    if update.end_of_rib:
+                        self._initial_done(address, "sent")
             if self.rib.has_pending(address, now):
                 connection.notify_when_drained()
 
@@ -621,7 +873,10 @@ class Node:
             dial.cancel()
 
     def _state_changed(self, neighbor: _Neighbor, change: StateChanged) -> None:
+        self._publish_route_changes()  # so that watchers see events in the order they happened
         neighbor.last_reason = change.reason
+        neighbor.state_since = self._now()
+        self.metrics.state(neighbor.config.address, change.new)
         if change.old is State.ESTABLISHED:
             # RFC 4271 §9: the peer's routes go with its session.
             self.rib.peer_down(neighbor.config.address)
@@ -641,6 +896,9 @@ class Node:
         )
         for queue in self._watchers:
             queue.put_nowait(event)
+        for subscription in self._subscriptions:
+            if subscription.peers:
+                subscription.publish(event)
 
     def _log_notification(self, name: str, neighbor: _Neighbor, notification: Notification) -> None:
         code, subcode = notification.names
@@ -653,3 +911,7 @@ class Node:
             suberror=subcode,
             text=notification.shutdown_communication,
         )
+
+
+def _best_entry(name: str, path: Path) -> RouteEntry:
+    return RouteEntry(name, path.attrs, path.source.key, True)

@@ -216,8 +216,6 @@ def decode_attributes(wire: pb.PathAttributes) -> PathAttributes:
     if origin is None:
         # ORIGIN is well-known mandatory (RFC 4271 §5.1.1); missing, it is treat-as-withdraw (RFC 7606 §3.d).
         raise MalformedAttributes("ORIGIN missing")
-    agent = wire.agent
-    health = agent.health
     return PathAttributes(
         origin=origin,
         as_path=tuple(wire.as_path),
@@ -231,14 +229,19 @@ def decode_attributes(wire: pb.PathAttributes) -> PathAttributes:
         ),
         originator_id=wire.originator_id if wire.HasField("originator_id") else None,
         cluster_list=tuple(wire.cluster_list),
-        agent=AgentAttributes(
-            capabilities=tuple(agent.capabilities),
-            description=agent.description,
-            backend_protocol=_backend_protocol(agent.backend_protocol),
-            region=agent.region,
-            input_schema=agent.input_schema,
-            health=Health(health.latency_ms, health.error_rate, health.load),
-        ),
+        agent=decode_agent(wire.agent),
+    )
+
+
+def decode_agent(agent: pb.AgentAttributes) -> AgentAttributes:
+    health = agent.health
+    return AgentAttributes(
+        capabilities=tuple(agent.capabilities),
+        description=agent.description,
+        backend_protocol=_backend_protocol(agent.backend_protocol),
+        region=agent.region,
+        input_schema=agent.input_schema,
+        health=Health(health.latency_ms, health.error_rate, health.load),
     )
 
 

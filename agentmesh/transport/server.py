@@ -66,13 +66,14 @@ class GrpcServer:
         peering_pb2_grpc.add_PeeringServiceServicer_to_server(PeeringServicer(accept), self._server)
         forwarding_pb2_grpc.add_ForwardingServiceServicer_to_server(forwarding, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        services = (
+        self._services = (
             peering_pb2.DESCRIPTOR.services_by_name["PeeringService"].full_name,
             forwarding_pb2.DESCRIPTOR.services_by_name["ForwardingService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
         )
-        reflection.enable_server_reflection(services, self._server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection(
+            (*self._services, health_name, reflection.SERVICE_NAME), self._server
+        )
 
     async def start(self) -> int:
         """Bind and start; returns the bound port (useful when the configured port is 0)."""
@@ -80,8 +81,15 @@ class GrpcServer:
         if port == 0:
             raise OSError(f"cannot listen on {self._listen}")
         await self._server.start()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        # Each service is live at once (liveness); the server as a whole ("") reports readiness,
+        # which the node sets once its initial table exchange is over.
+        for service in self._services:
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         return port
+
+    async def set_ready(self) -> None:
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()

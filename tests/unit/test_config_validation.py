@@ -17,11 +17,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from agentmesh.config import (
+    AdminConfig,
     BackendConfig,
     Config,
     ConfigError,
     LocalFunctionConfig,
     McpConfig,
+    MetricsConfig,
     NeighborConfig,
     NodeConfig,
     TimersConfig,
@@ -746,7 +748,17 @@ def _documented_keys() -> set[str]:
 def test_model_keys_helper_sees_every_model() -> None:
     keys = _model_keys(Config)
     assert {"node.router_id", "timers.hold_time", "neighbors[].passive"} <= keys
-    models = (Config, NodeConfig, TimersConfig, NeighborConfig, McpConfig, BackendConfig, LocalFunctionConfig)
+    models = (
+        Config,
+        NodeConfig,
+        TimersConfig,
+        NeighborConfig,
+        McpConfig,
+        AdminConfig,
+        MetricsConfig,
+        BackendConfig,
+        LocalFunctionConfig,
+    )
     count = sum(len(m.model_fields) for m in models)
     assert len(keys) == count
 
@@ -837,3 +849,38 @@ def test_mcp_backends_need_exactly_one_of_command_and_url() -> None:
         parse_config(
             {"agents": [{"type": "mastra", "namespace": "t", "url": "http://h:1", "command": ["x"]}]}
         )
+
+
+def test_admin_api_defaults_to_localhost_without_a_token() -> None:
+    admin = Config().admin
+    assert (admin.enabled, admin.listen, admin.read_token()) == (True, "127.0.0.1:50050", None)
+    assert parse_config({"admin": {"listen": "[::1]:0"}}).admin.listen == "[::1]:0"
+
+
+def test_admin_api_off_loopback_requires_a_token() -> None:
+    with pytest.raises(ConfigError, match=r"admin\.listen: 0\.0\.0\.0:50050 is reachable from other hosts"):
+        parse_config({"admin": {"listen": "0.0.0.0:50050"}})
+    token = "t" * 16
+    assert parse_config({"admin": {"listen": "0.0.0.0:50050", "token": token}}).admin.read_token() == token
+    # Disabled, it listens nowhere, so it needs nothing.
+    assert not parse_config({"admin": {"enabled": False, "listen": "0.0.0.0:1"}}).admin.enabled
+
+
+def test_admin_token_rules(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"admin\.token: .*at least 16 characters"):
+        parse_config({"admin": {"token": "short"}})
+    with pytest.raises(ConfigError, match=r"admin\.token_file: give token or token_file, not both"):
+        parse_config({"admin": {"token": "t" * 16, "token_file": "/x"}})
+    secret = tmp_path / "token"
+    secret.write_text("  " + "s" * 20 + "\n")
+    assert parse_config({"admin": {"token_file": str(secret)}}).admin.read_token() == "s" * 20
+    secret.write_text("short\n")
+    with pytest.raises(OSError, match="fewer than 16 characters"):
+        parse_config({"admin": {"token_file": str(secret)}}).admin.read_token()
+
+
+def test_metrics_and_readiness_settings() -> None:
+    assert Config().metrics.listen is None and Config().timers.readiness_timeout == 30.0
+    assert parse_config({"metrics": {"listen": "127.0.0.1:0"}}).metrics.listen == "127.0.0.1:0"
+    with pytest.raises(ConfigError, match=r"timers\.readiness_timeout"):
+        parse_config({"timers": {"readiness_timeout": 0}})

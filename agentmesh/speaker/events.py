@@ -1,0 +1,100 @@
+"""What a node tells its watchers: neighbour state and best-path events, snapshot first.
+
+A `Subscription` is created by the owner task in one step together with its snapshot, so no event
+can fall between the snapshot and the live events. The owner then appends live events to it; the
+watcher (a WatchEvents stream, a test) reads them in order. A watcher that stops reading must not
+make the node hoard events without bound, so past `limit` queued events the subscription is marked
+overflowed and the watcher is told, instead of silently missing events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from agentmesh.bgp.fsm import Reason, State
+from agentmesh.bgp.messages import Notification, PathAttributes
+from agentmesh.rib.rib import ChangeReason
+
+#: Live events a watcher may have unread before it is cut off.
+DEFAULT_WATCH_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStateEvent:
+    """A neighbour changed state; in a snapshot, its current state (`old` is None)."""
+
+    address: str
+    old: State | None
+    new: State
+    reason: Reason | None
+    notification: Notification | None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    """One route of a table as operators see it."""
+
+    name: str
+    attrs: PathAttributes
+    #: The neighbour it came from ("" when originated here); in an Adj-RIB-Out, the one it went to.
+    peer: str
+    best: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEvent:
+    """A name's best path changed (`best` None: no route any more); `reason` None in a snapshot."""
+
+    name: str
+    best: RouteEntry | None
+    reason: ChangeReason | None
+
+
+NodeEvent = PeerStateEvent | RouteEvent
+
+
+class WatcherOverflow(Exception):
+    """The watcher fell more than its limit behind; it must subscribe again for a fresh snapshot."""
+
+
+class Subscription:
+    """One watcher's events: `snapshot`, then live events from `next()`."""
+
+    def __init__(self, *, peers: bool, routes: bool, limit: int = DEFAULT_WATCH_LIMIT) -> None:
+        self.peers = peers
+        self.routes = routes
+        self.snapshot: list[NodeEvent] = []
+        self._limit = limit
+        self._queue: deque[NodeEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self.overflowed = False
+
+    def publish(self, event: NodeEvent) -> None:
+        """Called by the owner for every live event."""
+        if self.overflowed:
+            return
+        if len(self._queue) >= self._limit:
+            self.overflowed = True
+            self._queue.clear()
+        else:
+            self._queue.append(event)
+        self._wakeup.set()
+
+    async def next(self) -> NodeEvent:
+        """The next live event; raises WatcherOverflow once the watcher fell behind."""
+        while not self._queue:
+            if self.overflowed:
+                raise WatcherOverflow(f"more than {self._limit} events unread")
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._queue.popleft()
+
+    def drain(self) -> list[NodeEvent]:
+        """Every live event queued now, without waiting (for batching)."""
+        if self.overflowed:
+            raise WatcherOverflow(f"more than {self._limit} events unread")
+        events = list(self._queue)
+        self._queue.clear()
+        return events
