@@ -7,9 +7,11 @@ import json
 import os
 import signal
 import sys
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import grpc.aio
+import httpx
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -114,7 +116,7 @@ async def test_up_runs_a_three_as_mesh_until_interrupted(tmp_path: Path) -> None
         assert asns == {65001, 65002, 65003}
         await up.wait_for(lambda events: count(events, "agent_hosted") == 3, timeout=20)
         assert up.proc.stdout is not None
-        banner = [up.proc.stdout.readline().decode() for _ in range(8)]
+        banner = [up.proc.stdout.readline().decode() for _ in range(15)]
         node_a = banner[1].split()[2]  # "  node-a  AS65001  127.0.0.1:PORT  hosts demo.echo"
         mcp_url = banner[4].split()[-1]  # "MCP endpoint of node-a (Streamable HTTP): http://..."
         assert "grpcurl" in banner[7] and node_a in banner[7]
@@ -137,6 +139,19 @@ async def test_up_runs_a_three_as_mesh_until_interrupted(tmp_path: Path) -> None
             response = await stub.Call(forwarding_pb2.CallRequest(call=call), timeout=5)
             assert response.result.text == "The capital of Japan is Tokyo."
             assert response.result.served_by == "node-c" and len(response.result.trace) == 3
+        # The banner's CLI example against node-a's admin API, and its metrics endpoint.
+        admin_a, metrics_a = banner[9].split()[2], banner[9].split()[4]  # "  node-a  admin A  metrics URL"
+        assert banner[12].split() == ["agentmesh", "peers", "--admin", admin_a]
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agentmesh.cli", "peers", "--json", "--admin", admin_a, stdout=PIPE
+        )
+        out, _ = await cli.communicate()
+        assert cli.returncode == 0
+        [peer] = json.loads(out)
+        assert peer["state"] == "SESSION_STATE_ESTABLISHED" and peer["config"]["asn"] == 65002
+        async with httpx.AsyncClient() as http:
+            scraped = (await http.get(metrics_a)).text
+        assert 'agentmesh_calls_total{result="ok"} 2.0' in scraped  # the MCP call and the gRPC call
         up.signal_group(signal.SIGINT)
         assert await up.wait_exit() == 0
         assert count(up.events(), "node_stopped") == 3
