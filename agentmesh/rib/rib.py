@@ -349,22 +349,28 @@ class Rib:
 
     def _note_changes(self, moved: Mapping[str, Path | None]) -> None:
         """Count each best-path change by its reason, and keep it while someone watches."""
-        loc, adj_in, record = self._loc, self._adj_in, self.record_changes
-        counts = self.best_path_changes
-        for name, old in moved.items():
-            best = loc.get(name)
-            reason: ChangeReason
-            if old is None:
-                reason = ChangeKind.NEW_ROUTE
-            elif best is None:
-                reason = ChangeKind.WITHDRAWN
-            elif adj_in.get(old.source.key, {}).get(name) is old:
-                reason = why(best, old)  # the old best is still a candidate: the new one beat it
-            else:
-                reason = ChangeKind.PREVIOUS_BEST_LOST
-            counts[reason] += 1
-            if record:
+        loc, counts = self._loc, self.best_path_changes
+        if self.record_changes:
+            for name, old in moved.items():
+                best = loc.get(name)
+                reason = self._change_reason(name, old, best)
+                counts[reason] += 1
                 self._changes.append(BestPathChange(name, best, reason))
+            return
+        # Bulk learning is mostly new names: count those at once, and look only at the others.
+        replaced = [(name, old) for name, old in moved.items() if old is not None]
+        counts[ChangeKind.NEW_ROUTE] += len(moved) - len(replaced)
+        for name, old in replaced:
+            counts[self._change_reason(name, old, loc.get(name))] += 1
+
+    def _change_reason(self, name: str, old: Path | None, best: Path | None) -> ChangeReason:
+        if old is None:
+            return ChangeKind.NEW_ROUTE
+        if best is None:
+            return ChangeKind.WITHDRAWN
+        if self._adj_in.get(old.source.key, {}).get(name) is old:
+            return why(best, old)  # the old best is still a candidate: the new one beat it
+        return ChangeKind.PREVIOUS_BEST_LOST
 
     def take_changes(self) -> list[BestPathChange]:
         """The best-path changes recorded since the last call, oldest first."""
