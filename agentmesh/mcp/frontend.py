@@ -256,23 +256,20 @@ class _Tools:
         name: Annotated[str, Field(description="An agent name; resolved by longest match, like a route.")],
     ) -> CallToolResult:
         node = self.node
-        found = await node.resolve(name)
+        found = await node.resolve_explained(name)
         if found is None:
             failure = CallFailure(CallErrorCode.NOT_FOUND, node.name, f"no route to {name!r}")
             return _failure(failure, name, "Resolving")
-        entry, best = found
-        decision = await node.explain(entry)
-        agent = agent_view(entry, best, node.asn)
+        entry, decision = found
+        agent = agent_view(entry, decision.best, node.asn)
         payload: dict[str, Any] = {
             "name": name,
             "entry": entry,
             "exact": entry == name,
             "best_path": agent.pop("best_path"),
             "agent": agent,
-            "reason": decision.reason.value if decision is not None else None,
-            "alternatives": [
-                path_view(path, node.asn) for path in (decision.ranked[1:] if decision is not None else ())
-            ],
+            "reason": decision.reason.value,
+            "alternatives": [path_view(path, node.asn) for path in decision.ranked[1:]],
         }
         return _result(payload)
 

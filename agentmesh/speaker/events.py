@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agentmesh.bgp.fsm import Reason, State
 from agentmesh.bgp.messages import Notification, PathAttributes
+from agentmesh.rib.decision import Path
 from agentmesh.rib.rib import ChangeReason
 
 #: Live events a watcher may have unread before it is cut off.
@@ -55,21 +57,39 @@ class RouteEvent:
 NodeEvent = PeerStateEvent | RouteEvent
 
 
+def best_entry(name: str, path: Path) -> RouteEntry:
+    return RouteEntry(name, path.attrs, path.source.key, True)
+
+
 class WatcherOverflow(Exception):
     """The watcher fell more than its limit behind; it must subscribe again for a fresh snapshot."""
 
 
 class Subscription:
-    """One watcher's events: `snapshot`, then live events from `next()`."""
+    """One watcher's events: `snapshot()`, then live events from `next()`."""
 
     def __init__(self, *, peers: bool, routes: bool, limit: int = DEFAULT_WATCH_LIMIT) -> None:
         self.peers = peers
         self.routes = routes
-        self.snapshot: list[NodeEvent] = []
+        #: Filled by the owner when it registers the subscription. The Loc-RIB is copied as it is
+        #: (paths are immutable) and turned into events only as the watcher reads them, so a big
+        #: table costs the owner one list copy rather than an object per route.
+        self.peer_states: list[PeerStateEvent] = []
+        self.best_paths: list[tuple[str, Path]] = []
         self._limit = limit
         self._queue: deque[NodeEvent] = deque()
         self._wakeup = asyncio.Event()
         self.overflowed = False
+
+    @property
+    def snapshot_size(self) -> int:
+        return len(self.peer_states) + len(self.best_paths)
+
+    def snapshot(self) -> Iterator[NodeEvent]:
+        """The state when the subscription began: neighbour states, then every best path."""
+        yield from self.peer_states
+        for name, path in self.best_paths:
+            yield RouteEvent(name, best_entry(name, path), None)
 
     def publish(self, event: NodeEvent) -> None:
         """Called by the owner for every live event."""

@@ -46,7 +46,15 @@ from agentmesh.bgp.fsm import (
     UpdateReceived,
     message_event,
 )
-from agentmesh.bgp.messages import AgentAttributes, Capabilities, Notification, RouteRefresh, Update, cease
+from agentmesh.bgp.messages import (
+    AgentAttributes,
+    Capabilities,
+    Notification,
+    PathAttributes,
+    RouteRefresh,
+    Update,
+    cease,
+)
 from agentmesh.bgp.peer import ConnectionRefused, Peer, PeerEffect
 from agentmesh.config import Config, NeighborConfig, join_host_port, router_id_to_int, split_host_port
 from agentmesh.obs.logging import get_logger
@@ -61,6 +69,7 @@ from agentmesh.speaker.events import (
     RouteEntry,
     RouteEvent,
     Subscription,
+    best_entry,
 )
 from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT, Forwarder
 from agentmesh.speaker.hosting import Hosting
@@ -335,12 +344,23 @@ class Node:
         """
         if table is not RouteTable.LOC_RIB and not peer:
             raise ValueError(f"the {table.value} is kept per neighbour: give a peer")
-        entries = await self.call(lambda: self._table(table, peer, pattern))
-        if peer and table is RouteTable.LOC_RIB:
-            entries = [entry for entry in entries if entry.peer == peer]
+        entries: list[RouteEntry]
+        if table is RouteTable.LOC_RIB:
+            best = await self.call(
+                lambda: self.rib.matching(pattern) if pattern else list(self.rib.loc_rib())
+            )
+            entries = [best_entry(name, path) for name, path in best if not peer or path.source.key == peer]
+        elif table is RouteTable.ADJ_RIB_IN:
+            assert peer is not None
+            received = await self.call(lambda: self._adj_rib_in(peer))
+            entries = [RouteEntry(name, path.attrs, peer, chosen) for name, path, chosen in received]
+        else:
+            assert peer is not None
+            sent = await self.call(lambda: self._adj_rib_out(peer))
+            entries = [RouteEntry(name, attrs, peer, True) for name, attrs in sent]
         if pattern and table is not RouteTable.LOC_RIB:
             entries = [entry for entry in entries if glob_matches(pattern, entry.name)]
-        entries.sort(key=lambda entry: (entry.name, entry.peer))
+        entries.sort(key=lambda entry: entry.name)
         return entries
 
     def watch(self) -> asyncio.Queue[PeerStateEvent]:
@@ -448,6 +468,16 @@ class Node:
 
     async def explain(self, name: str) -> Decision | None:
         return await self.call(lambda: self.rib.explain(name))
+
+    async def resolve_explained(self, name: str) -> tuple[str, Decision] | None:
+        """`resolve` and `explain` of the entry found, in one step so both see the same table."""
+
+        def lookup() -> tuple[str, Decision] | None:
+            found = self.rib.lookup(name)
+            decision = None if found is None else self.rib.explain(found[0])
+            return None if found is None or decision is None else (found[0], decision)
+
+        return await self.call(lookup)
 
     async def loc_rib(self) -> dict[str, Path]:
         return await self.call(lambda: dict(self.rib.loc_rib()))
@@ -601,14 +631,12 @@ class Node:
     def _subscribe(self, subscription: Subscription) -> Subscription:
         self._publish_route_changes()  # changes made before this subscription are not its events
         if subscription.peers:
-            subscription.snapshot += [
+            subscription.peer_states = [
                 PeerStateEvent(address, None, n.peer.state, n.last_reason, n.last_notification)
                 for address, n in self._neighbors.items()
             ]
         if subscription.routes:
-            subscription.snapshot += [
-                RouteEvent(name, _best_entry(name, path), None) for name, path in self.rib.loc_rib()
-            ]
+            subscription.best_paths = list(self.rib.loc_rib())
         self._subscriptions.append(subscription)
         self.rib.record_changes = any(s.routes for s in self._subscriptions)
         return subscription
@@ -617,29 +645,28 @@ class Node:
         with contextlib.suppress(ValueError):
             self._subscriptions.remove(subscription)
         self.rib.record_changes = any(s.routes for s in self._subscriptions)
+        if not self.rib.record_changes:
+            self.rib.take_changes()  # recorded for the watcher that just left: nobody will read them
 
     def _publish_route_changes(self) -> None:
         if not self.rib.record_changes:
             return
         watchers = [s for s in self._subscriptions if s.routes]
         for change in self.rib.take_changes():
-            best = None if change.best is None else _best_entry(change.name, change.best)
+            best = None if change.best is None else best_entry(change.name, change.best)
             event = RouteEvent(change.name, best, change.reason)
             for watcher in watchers:
                 watcher.publish(event)
 
-    def _table(self, table: RouteTable, peer: str | None, pattern: str | None) -> list[RouteEntry]:
-        if table is RouteTable.LOC_RIB:
-            rows = self.rib.matching(pattern) if pattern else self.rib.loc_rib()
-            return [_best_entry(name, path) for name, path in rows]
-        assert peer is not None
+    def _adj_rib_out(self, peer: str) -> list[tuple[str, PathAttributes]]:
         self._neighbor(peer)
-        if table is RouteTable.ADJ_RIB_OUT:
-            return [RouteEntry(name, attrs, peer, True) for name, attrs in self.rib.adj_rib_out(peer)]
+        return list(self.rib.adj_rib_out(peer))
+
+    def _adj_rib_in(self, peer: str) -> list[tuple[str, Path, bool]]:
+        """The neighbour's Adj-RIB-In, each path with whether it is the best for its name."""
+        self._neighbor(peer)
         best = self.rib.best
-        return [
-            RouteEntry(name, path.attrs, peer, best(name) is path) for name, path in self.rib.adj_rib_in(peer)
-        ]
+        return [(name, path, best(name) is path) for name, path in self.rib.adj_rib_in(peer)]
 
     def _become_ready(self, why: str) -> None:
         if self.ready:
@@ -911,7 +938,3 @@ class Node:
             suberror=subcode,
             text=notification.shutdown_communication,
         )
-
-
-def _best_entry(name: str, path: Path) -> RouteEntry:
-    return RouteEntry(name, path.attrs, path.source.key, True)

@@ -237,13 +237,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> pb.ResolveAgentResponse:
         if not request.name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name: give an agent name")
-        found = await self._node.resolve(request.name)
+        found = await self._node.resolve_explained(request.name)
         if found is None:
             return pb.ResolveAgentResponse(found=False)
-        entry, _ = found
-        decision = await self._node.explain(entry)
-        if decision is None:  # withdrawn between the two lookups
-            return pb.ResolveAgentResponse(found=False)
+        entry, decision = found
         routes = [
             _route(RouteEntry(entry, p.attrs, p.source.key, p is decision.best)) for p in decision.ranked
         ]
@@ -278,14 +275,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         subscription = await self._node.subscribe(peers=both or request.peers, routes=both or request.routes)
         sequence = 0
         try:
-            for event in subscription.snapshot:
+            for event in subscription.snapshot():
                 sequence += 1
                 yield _event(sequence, event)
             sequence += 1
-            yield pb.WatchEventsResponse(
-                sequence=sequence, end_of_snapshot=pb.EndOfSnapshot(events=len(subscription.snapshot))
-            )
-            subscription.snapshot = []  # the stream no longer needs it; a big table can be freed
+            end = pb.EndOfSnapshot(events=subscription.snapshot_size)
+            yield pb.WatchEventsResponse(sequence=sequence, end_of_snapshot=end)
+            subscription.best_paths = []  # no longer needed: a big table's copy can be freed
             while True:
                 try:
                     event = await subscription.next()
