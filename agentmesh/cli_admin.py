@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -89,6 +90,8 @@ _STATUS_EXITS = {
 }
 
 Handler = Callable[[AdminClient, argparse.Namespace], int]
+# argparse has no public name for the object add_subparsers() returns.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class UsageError(Exception):
@@ -98,30 +101,31 @@ class UsageError(Exception):
 # --- registration ---------------------------------------------------------------------------------------
 
 
-def add_admin_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_admin_commands(subparsers: Subparsers) -> None:
     """Register the operator commands on the CLI's subparsers (see ADMIN_COMMANDS)."""
-    common = _common_options()
-
-    def command(parent: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = parent.add_parser(
-            name,
-            parents=[common],
-            help=help_text,
-            description=help_text[0].upper() + help_text[1:] + ".",
-            epilog=EXIT_CODES_HELP,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        parser.set_defaults(admin_handler=handler)
-        return parser
-
-    command(subparsers, "node", _node, "describe the node: identity, readiness, RIB sizes and backends")
-    command(subparsers, "peers", _peers, "list the neighbours and their sessions")
-    _add_peer_commands(subparsers, command)
-    _add_route_commands(subparsers, command)
-    _add_call_command(subparsers, command)
-    _add_watch_command(subparsers, command)
+    _command(subparsers, "node", _node, "describe the node: identity, readiness, RIB sizes and backends")
+    _command(subparsers, "peers", _peers, "list the neighbours and their sessions")
+    _add_peer_commands(subparsers)
+    _add_route_commands(subparsers)
+    _add_call_command(subparsers)
+    _add_watch_command(subparsers)
 
 
+def _command(subparsers: Subparsers, name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
+    """A command that talks to the node: the shared options, the exit codes in its help, its handler."""
+    parser = subparsers.add_parser(
+        name,
+        parents=[_common_options()],
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(admin_handler=handler)
+    return parser
+
+
+@functools.cache
 def _common_options() -> argparse.ArgumentParser:
     # A parent parser: the options go on every leaf command, so they may follow the command's own arguments.
     common = argparse.ArgumentParser(add_help=False)
@@ -144,7 +148,7 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-def _add_peer_commands(subparsers: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+def _add_peer_commands(subparsers: Subparsers) -> None:
     peer = subparsers.add_parser(
         "peer",
         help="configure and steer one neighbour",
@@ -153,14 +157,14 @@ def _add_peer_commands(subparsers: Any, command: Callable[..., argparse.Argument
     )
     actions = peer.add_subparsers(dest="peer_command", required=True, metavar="ACTION")
 
-    add = command(actions, "add", _peer_add, "configure a neighbour and start its session")
+    add = _command(actions, "add", _peer_add, "configure a neighbour and start its session")
     add.add_argument("address", metavar="ADDRESS", type=_host_port, help="the neighbour's HOST:PORT")
     add.add_argument("--asn", type=_asn, required=True, help="the neighbour's AS number")
     add.add_argument("--description", default="", help="free text for operators")
     add.add_argument("--passive", action="store_true", help="wait for the neighbour to dial")
     add.add_argument("--hold-time", type=_hold_time, default=0, metavar="S", help="hold time to propose")
 
-    update = command(
+    update = _command(
         actions, "update", _peer_update, "change a neighbour's configuration (options not given are kept)"
     )
     update.add_argument("address", metavar="ADDRESS", help="the neighbour's HOST:PORT")
@@ -171,26 +175,26 @@ def _add_peer_commands(subparsers: Any, command: Callable[..., argparse.Argument
     )
     update.add_argument("--hold-time", type=_hold_time, metavar="S", help="hold time to propose")
 
-    delete = command(actions, "del", _peer_del, "end a neighbour's session and forget it")
+    delete = _command(actions, "del", _peer_del, "end a neighbour's session and forget it")
     delete.add_argument("address", metavar="ADDRESS")
 
-    reset = command(actions, "reset", _peer_reset, "reset a session: hard by default, or soft")
+    reset = _command(actions, "reset", _peer_reset, "reset a session: hard by default, or soft")
     reset.add_argument("address", metavar="ADDRESS")
     reset.add_argument(
         "--soft", choices=sorted(_SOFT_RESETS), help="soft reset: ask for (in) or re-send (out)"
     )
     reset.add_argument("--message", default="", help="shutdown communication sent with a hard reset")
 
-    enable = command(actions, "enable", _peer_enable, "start a disabled neighbour's session")
+    enable = _command(actions, "enable", _peer_enable, "start a disabled neighbour's session")
     enable.add_argument("address", metavar="ADDRESS")
 
-    disable = command(actions, "disable", _peer_disable, "end a neighbour's session and keep it down")
+    disable = _command(actions, "disable", _peer_disable, "end a neighbour's session and keep it down")
     disable.add_argument("address", metavar="ADDRESS")
     disable.add_argument("--message", default="", help="shutdown communication sent with the Cease")
 
 
-def _add_route_commands(subparsers: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
-    routes = command(subparsers, "routes", _routes, "list the routes of one table")
+def _add_route_commands(subparsers: Subparsers) -> None:
+    routes = _command(subparsers, "routes", _routes, "list the routes of one table")
     routes.add_argument("--table", choices=list(_TABLES), default="loc", help="which table (default: loc)")
     routes.add_argument("--peer", default="", metavar="ADDRESS", help="the neighbour (required for adj-*)")
     routes.add_argument(
@@ -198,10 +202,10 @@ def _add_route_commands(subparsers: Any, command: Callable[..., argparse.Argumen
     )
     routes.add_argument("--batch-size", type=_batch_size, default=0, metavar="N", help="routes per message")
 
-    resolve = command(subparsers, "resolve", _resolve, "show how a call to a name would be routed")
+    resolve = _command(subparsers, "resolve", _resolve, "show how a call to a name would be routed")
     resolve.add_argument("name", metavar="NAME")
 
-    announce = command(subparsers, "announce", _announce, "originate routes for agents the node hosts")
+    announce = _command(subparsers, "announce", _announce, "originate routes for agents the node hosts")
     announce.add_argument("names", metavar="NAME", nargs="+")
     announce.add_argument("--description", default="", help="what the agents are")
     announce.add_argument(
@@ -209,12 +213,12 @@ def _add_route_commands(subparsers: Any, command: Callable[..., argparse.Argumen
     )
     announce.add_argument("--med", type=_uint32, help="MULTI_EXIT_DISC to announce them with")
 
-    withdraw = command(subparsers, "withdraw", _withdraw, "withdraw routes the node originated")
+    withdraw = _command(subparsers, "withdraw", _withdraw, "withdraw routes the node originated")
     withdraw.add_argument("names", metavar="NAME", nargs="+")
 
 
-def _add_call_command(subparsers: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
-    call = command(subparsers, "call", _call, "call an agent anywhere in the mesh through the node")
+def _add_call_command(subparsers: Subparsers) -> None:
+    call = _command(subparsers, "call", _call, "call an agent anywhere in the mesh through the node")
     call.add_argument("name", metavar="NAME")
     call.add_argument("message", metavar="MESSAGE", nargs="?", help="sent as one user chat message")
     call.add_argument(
@@ -229,8 +233,8 @@ def _add_call_command(subparsers: Any, command: Callable[..., argparse.ArgumentP
     )
 
 
-def _add_watch_command(subparsers: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
-    watch = command(subparsers, "watch", _watch, "print peer and best-path events as they happen")
+def _add_watch_command(subparsers: Subparsers) -> None:
+    watch = _command(subparsers, "watch", _watch, "print peer and best-path events as they happen")
     watch.add_argument("--peers", action="store_true", help="neighbour state events (default: both kinds)")
     watch.add_argument("--routes", action="store_true", help="best-path events (default: both kinds)")
     watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N events")
@@ -345,7 +349,8 @@ def _describe(error: AdminError) -> tuple[str, int]:
 
 
 def _fail(message: str, exit_code: int) -> int:
-    print(f"agentmesh: {message}", file=sys.stderr)
+    one_line = " ".join(message.splitlines())  # a node's message may hold newlines; scripts read one line
+    print(f"agentmesh: {one_line}", file=sys.stderr)
     return exit_code
 
 
@@ -353,13 +358,31 @@ def _fail(message: str, exit_code: int) -> int:
 
 
 def _to_dict(message: Message) -> dict[str, Any]:
-    return MessageToDict(
+    document = MessageToDict(
         message,
         preserving_proto_field_name=True,
         # Every field, empty ones included, so that scripts find the same keys every time.
         always_print_fields_with_no_presence=True,
         unquote_int64_if_possible=True,
     )
+    return _in_field_order(message, document)
+
+
+def _in_field_order(message: Message, document: dict[str, Any]) -> dict[str, Any]:
+    """The keys in the order of the .proto file: MessageToDict puts the empty fields it adds last."""
+    ordered: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        if field.name not in document:
+            continue
+        value = document[field.name]
+        if field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            inner = getattr(message, field.name)
+            if isinstance(value, list):
+                value = [_in_field_order(m, v) for m, v in zip(inner, value, strict=True)]
+            else:
+                value = _in_field_order(inner, value)
+        ordered[field.name] = value
+    return ordered
 
 
 def _print_json(document: object) -> None:
@@ -433,7 +456,8 @@ def _node(client: AdminClient, args: argparse.Namespace) -> int:
             f" attribute sets {rib.attribute_sets}",
         ),
     ]
-    rows += [("backends" if i == 0 else "", _backend(b)) for i, b in enumerate(node.backends)]
+    backends = [_backend(backend) for backend in node.backends] or ["none"]
+    rows += [("backends" if i == 0 else "", text) for i, text in enumerate(backends)]
     print(_pairs(rows))
     return EXIT_OK
 
@@ -493,15 +517,18 @@ def _peer_add(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def _peer_update(client: AdminClient, args: argparse.Namespace) -> int:
+    fields = ("asn", "description", "passive", "hold_time")
+    changes = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
+    if not changes:
+        raise UsageError("nothing to change: give --asn, --description, --[no-]passive or --hold-time")
     # UpdatePeer replaces the whole configuration, so start from the current one: options not given stay.
     current = [peer for peer in client.list_peers(args.address) if peer.config.address == args.address]
     if not current:
         raise AdminError(grpc.StatusCode.NOT_FOUND, f"no peer {args.address}")
     config = admin_pb2.PeerConfig()
     config.CopyFrom(current[0].config)
-    for field in ("asn", "description", "passive", "hold_time"):
-        if getattr(args, field) is not None:
-            setattr(config, field, getattr(args, field))
+    for field, value in changes.items():
+        setattr(config, field, value)
     reset = client.update_peer(config)
     outcome = "the session was reset" if reset else "the session was kept"
     return _done(

@@ -10,6 +10,9 @@ for the channel to connect or fail. A refused connection fails at once (the chan
 TRANSIENT_FAILURE and the RPC, sent without wait-for-ready, fails with the transport's reason); an address
 that swallows packets fails when the connect timeout passes. Without this wait an RPC with no deadline,
 such as WatchEvents, would hang forever on a black-holed address.
+
+Deadlines: every unary RPC and every listing (the whole stream) must finish within `timeout` seconds;
+CallAgent gets the call's own timeout plus a little; WatchEvents has none.
 """
 
 from __future__ import annotations

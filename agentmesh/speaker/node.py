@@ -632,14 +632,20 @@ class Node:
         self._publish_route_changes()  # changes made before this subscription are not its events
         if subscription.peers:
             subscription.peer_states = [
-                PeerStateEvent(address, None, n.peer.state, n.last_reason, n.last_notification)
-                for address, n in self._neighbors.items()
+                self._current_state(address, n) for address, n in self._neighbors.items()
             ]
         if subscription.routes:
             subscription.best_paths = list(self.rib.loc_rib())
         self._subscriptions.append(subscription)
         self.rib.record_changes = any(s.routes for s in self._subscriptions)
         return subscription
+
+    def _current_state(self, address: str, neighbor: _Neighbor) -> PeerStateEvent:
+        # The last NOTIFICATION explains a session that is down; once it is up again it is history
+        # (often just the Cease of a stream closed by collision resolution).
+        up = neighbor.peer.state is State.ESTABLISHED
+        notification = None if up else neighbor.last_notification
+        return PeerStateEvent(address, None, neighbor.peer.state, neighbor.last_reason, notification)
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         with contextlib.suppress(ValueError):
