@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agentmesh.cli_admin import ADMIN_COMMANDS, EXIT_CODES_HELP, add_admin_commands, run_admin_command
 
@@ -43,12 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = commands.add_parser("up", help="run a local demo mesh of three nodes in three ASes")
     up.add_argument(
         "--base-port",
-        type=int,
+        type=_port_between(4, 65533),
         default=50051,
-        help="port of the first node; the others follow (0: let the OS choose every port)",
+        help="peering port of node-a; node-b and node-c follow, admin ports count down from just below"
+        " it (0: let the OS choose every port of the mesh)",
     )
     up.add_argument(
-        "--mcp-port", type=int, default=8000, help="port of node-a's MCP endpoint (0: let the OS choose)"
+        "--mcp-port", type=_port_between(1, 65535), default=8000, help="port of node-a's MCP endpoint"
+    )
+    up.add_argument(
+        "--metrics-port",
+        type=_port_between(1, 65533),
+        default=9464,
+        help="metrics port of node-a; node-b and node-c follow",
     )
     add_admin_commands(commands)
     args = parser.parse_args(argv)
@@ -58,6 +65,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agentmesh.run import run_node_command
 
     return run_node_command(args)
+
+
+def _port_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: 0 (the OS chooses) or a port in low..high."""
+
+    def port(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        if value != 0 and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be 0 (the OS chooses) or {low}-{high}, got {value}")
+        return value
+
+    return port
 
 
 if __name__ == "__main__":

@@ -616,8 +616,15 @@ def _announce(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def _withdraw(client: AdminClient, args: argparse.Namespace) -> int:
-    client.withdraw_agent(args.names)
-    return _done(args, f"withdrew {', '.join(args.names)}")
+    unknown = client.withdraw_agent(args.names)
+    withdrawn = [name for name in args.names if name not in unknown]
+    if withdrawn or args.json:
+        _done(args, f"withdrew {', '.join(withdrawn)}")
+    if unknown:
+        return _fail(
+            f"not originated by this node, nothing to withdraw: {', '.join(unknown)}", EXIT_NOT_FOUND
+        )
+    return EXIT_OK
 
 
 def _call(client: AdminClient, args: argparse.Namespace) -> int:

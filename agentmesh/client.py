@@ -151,8 +151,10 @@ class AdminClient:
         request = admin_pb2.AnnounceAgentRequest(names=names, agent=agent, med=med, communities=communities)
         self._unary(self._stub.AnnounceAgent, request)
 
-    def withdraw_agent(self, names: list[str]) -> None:
-        self._unary(self._stub.WithdrawAgent, admin_pb2.WithdrawAgentRequest(names=names))
+    def withdraw_agent(self, names: list[str]) -> list[str]:
+        """Withdraws the names; returns those the node had not originated."""
+        reply = self._unary(self._stub.WithdrawAgent, admin_pb2.WithdrawAgentRequest(names=names))
+        return list(reply.unknown)
 
     def resolve_agent(self, name: str) -> admin_pb2.ResolveAgentResponse:
         return self._unary(self._stub.ResolveAgent, admin_pb2.ResolveAgentRequest(name=name))

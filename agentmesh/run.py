@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -42,8 +43,6 @@ DEMO_NODES = (
     ("node-b", 65002, "10.0.0.2", "calculator"),
     ("node-c", 65003, "10.0.0.3", "capitals"),
 )
-#: Metrics port of node-a in the demo mesh; node-b and node-c follow.
-DEMO_METRICS_PORT = 9464
 
 
 def run_node_command(args: argparse.Namespace) -> int:
@@ -67,7 +66,8 @@ def run_node_command(args: argparse.Namespace) -> int:
             compat = args.config is None or MASTRA_SERVERS_ENV in os.environ
             asyncio.run(_serve(config, stdio=stdio, compat=compat))
         else:
-            asyncio.run(_up(args.base_port, 0 if args.base_port == 0 else args.mcp_port))
+            zero = args.base_port == 0  # one switch for every port: OS-chosen all, for tests
+            asyncio.run(_up(args.base_port, 0 if zero else args.mcp_port, 0 if zero else args.metrics_port))
     except ConfigError as error:
         print(f"agentmesh: invalid configuration:\n{error}", file=sys.stderr)
         return 2
@@ -93,22 +93,33 @@ def _old_proxy_config() -> Config:
     return Config(node=NodeConfig(listen="127.0.0.1:0"), admin=AdminConfig(listen="127.0.0.1:0"))
 
 
+@dataclass(frozen=True, slots=True)
+class _Endpoints:
+    """Where a node's operators reach it: its admin API address and metrics URL ("" when off)."""
+
+    admin: str = ""
+    metrics: str = ""
+
+
 @contextlib.asynccontextmanager
-async def _operated(node: Node, admin: AdminConfig, metrics_listen: str | None) -> AsyncIterator[None]:
+async def _operated(node: Node, admin: AdminConfig, metrics_listen: str | None) -> AsyncIterator[_Endpoints]:
     """The node's admin API and metrics endpoint, for as long as the block runs."""
     log = get_logger(node=node.name)
     async with contextlib.AsyncExitStack() as stack:
+        admin_address = metrics_url = ""
         if admin.enabled:
             server = AdminServer(node, admin.listen, token=admin.read_token())
             await server.start()
             stack.push_async_callback(server.stop)
-            log.info("admin_started", listen=server.address, token=server.token_required)
+            admin_address = server.address
+            log.info("admin_started", listen=admin_address, token=server.token_required)
         if metrics_listen is not None:
             metrics = MetricsServer(node.metrics, node.sample_metrics)
             await metrics.start(*split_host_port(metrics_listen))
             stack.push_async_callback(metrics.stop)
-            log.info("metrics_started", url=metrics.url)
-        yield
+            metrics_url = metrics.url
+            log.info("metrics_started", url=metrics_url)
+        yield _Endpoints(admin_address, metrics_url)
 
 
 async def _serve(config: Config, *, stdio: bool, compat: bool) -> None:
@@ -137,37 +148,33 @@ async def _serve(config: Config, *, stdio: bool, compat: bool) -> None:
             await _until_signalled()
 
 
-def _demo_ports(base_port: int, index: int) -> tuple[int, int, int]:
-    """Peering, admin and metrics ports of demo node `index`; all 0 (OS-chosen) when base_port is 0.
+def demo_ports(base_port: int, metrics_port: int, index: int) -> tuple[int, int, int]:
+    """Peering, admin and metrics ports of demo node `index`; 0 (OS-chosen) follows through.
 
     Admin ports count down from just below the first peering port, so that node-a's is the CLI's
-    default (127.0.0.1:50050) when the peering ports start at 50051.
+    default (127.0.0.1:50050) when the peering ports start at 50051; metrics ports count up.
     """
-    if base_port == 0:
-        return 0, 0, 0
-    return base_port + index, base_port - 1 - index, DEMO_METRICS_PORT + index
+    peering = admin = 0
+    if base_port:
+        peering, admin = base_port + index, base_port - 1 - index
+    return peering, admin, metrics_port + index if metrics_port else 0
 
 
-async def _up(base_port: int, mcp_port: int) -> None:
+async def _up(base_port: int, mcp_port: int, metrics_port: int) -> None:
     async with contextlib.AsyncExitStack() as stack:
         nodes: list[Node] = []
-        admin_addresses: list[str] = []
-        metrics_urls: list[str] = []
+        endpoints: list[_Endpoints] = []
         for index, (name, asn, router_id, _) in enumerate(DEMO_NODES):
-            port, admin_port, metrics_port = _demo_ports(base_port, index)
+            port, admin_port, node_metrics_port = demo_ports(base_port, metrics_port, index)
             node_config = NodeConfig(name=name, asn=asn, router_id=router_id, listen=f"127.0.0.1:{port}")
             node = Node(Config(node=node_config, timers=TimersConfig(hold_time=30)))
             stack.push_async_callback(node.stop)
             await node.start()
-            admin = AdminServer(node, f"127.0.0.1:{admin_port}")
-            await admin.start()
-            stack.push_async_callback(admin.stop)
-            metrics = MetricsServer(node.metrics, node.sample_metrics)
-            await metrics.start("127.0.0.1", metrics_port)
-            stack.push_async_callback(metrics.stop)
+            operated = _operated(
+                node, AdminConfig(listen=f"127.0.0.1:{admin_port}"), f"127.0.0.1:{node_metrics_port}"
+            )
+            endpoints.append(await stack.enter_async_context(operated))
             nodes.append(node)
-            admin_addresses.append(admin.address)
-            metrics_urls.append(metrics.url)
         # Neighbours are added once every node is bound, so OS-chosen ports work too.
         for left, right in itertools.pairwise(nodes):
             await left.add_neighbor(
@@ -181,13 +188,11 @@ async def _up(base_port: int, mcp_port: int) -> None:
         mcp = McpHttpServer(nodes[0])
         await mcp.start("127.0.0.1", mcp_port)
         stack.push_async_callback(mcp.stop)
-        _print_banner(nodes, admin_addresses, metrics_urls, mcp.url)
+        _print_banner(nodes, endpoints, mcp.url)
         await _until_signalled()
 
 
-def _print_banner(
-    nodes: list[Node], admin_addresses: list[str], metrics_urls: list[str], mcp_url: str
-) -> None:
+def _print_banner(nodes: list[Node], endpoints: list[_Endpoints], mcp_url: str) -> None:
     def say(line: str) -> None:
         print(line, flush=True)
 
@@ -203,8 +208,8 @@ def _print_banner(
     method = "agentmesh.v1.ForwardingService/Call"
     say(f"  grpcurl -plaintext -d '{request}' {nodes[0].advertise_address} {method}")
     say("Operate the nodes with the CLI, through each node's admin API:")
-    for node, admin, metrics in zip(nodes, admin_addresses, metrics_urls, strict=True):
-        say(f"  {node.name}  admin {admin}  metrics {metrics}")
-    say(f"  agentmesh peers --admin {admin_addresses[0]}")
-    say(f"  agentmesh routes --admin {admin_addresses[1]}")
-    say(f"  agentmesh call demo.capitals Japan --admin {admin_addresses[0]}")
+    for node, operated in zip(nodes, endpoints, strict=True):
+        say(f"  {node.name}  admin {operated.admin}  metrics {operated.metrics}")
+    say(f"  agentmesh peers --admin {endpoints[0].admin}")
+    say(f"  agentmesh routes --admin {endpoints[1].admin}")
+    say(f"  agentmesh call demo.capitals Japan --admin {endpoints[0].admin}")

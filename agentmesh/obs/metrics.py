@@ -110,14 +110,14 @@ class NodeMetrics:
         r.register(self.best_path_changes)
         self.calls = Counter(
             "agentmesh_calls",
-            "Calls handled here (originated, forwarded or served), by result.",
-            ["result"],
+            "Calls handled here by role (ingress: entered the mesh here; transit) and result.",
+            ["role", "result"],
             registry=r,
         )
         self.call_seconds = Histogram(
             "agentmesh_call_duration_seconds",
-            "Time to answer a call as seen by this node, by result.",
-            ["result"],
+            "Time to answer a call as seen by this node, by role and result.",
+            ["role", "result"],
             buckets=CALL_BUCKETS,
             registry=r,
         )
@@ -157,9 +157,9 @@ class NodeMetrics:
             for labels in [k for k in labelled._metrics if k[0] == peer]:  # no public way to list them
                 labelled.remove(*labels)
 
-    def call(self, result: str, seconds: float) -> None:
-        self.calls.labels(result).inc()
-        self.call_seconds.labels(result).observe(seconds)
+    def call(self, role: str, result: str, seconds: float) -> None:
+        self.calls.labels(role, result).inc()
+        self.call_seconds.labels(role, result).observe(seconds)
 
     # -- sampled state ---------------------------------------------------------------------
 

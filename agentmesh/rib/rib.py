@@ -417,11 +417,20 @@ class Rib:
         self._install(self._adj_in[LOCAL], self._path(self._local, attrs), names, changed)
         self._commit(changed)
 
-    def withdraw_local(self, names: Iterable[str], now: float = 0.0) -> None:
+    def withdraw_local(self, names: Iterable[str], now: float = 0.0) -> list[str]:
+        """Withdraw locally originated routes; returns the names that were not originated here."""
         adj = self._adj_in[LOCAL]
-        removed = {name: path for name in names if (path := adj.pop(name, None)) is not None}
+        unknown: list[str] = []
+        removed: dict[str, Path] = {}
+        for name in names:
+            path = adj.pop(name, None)
+            if path is None:
+                unknown.append(name)
+            else:
+                removed[name] = path
         loc = self._loc
         self._commit({name: path for name, path in removed.items() if loc.get(name) is path})
+        return unknown
 
     # -- advertising -----------------------------------------------------------------------
 

@@ -4,10 +4,12 @@ Theory of operation
 -------------------
 Each hop re-resolves the call's name in its own Loc-RIB (longest match), like IP forwarding:
 
-* its own id already in the trace -> LOOP; no hops left -> HOP_LIMIT; no route -> NOT_FOUND;
+* its own id already in the trace -> LOOP; no route -> NOT_FOUND;
 * a locally originated best path -> the backend hosting the agent is invoked here;
-* otherwise -> the call goes to the best path's NEXT_HOP with one hop less and this node's id
-  appended to the trace, within what is left of the deadline.
+* otherwise, if it has hops left, the call goes to the best path's NEXT_HOP with one hop less and
+  this node's id appended to the trace, within what is left of the deadline; with none left ->
+  HOP_LIMIT. Like an IP TTL, the hop limit counts hops between nodes: a call with a limit of 1
+  reaches a neighbour's agent, and serving an agent locally takes no hop.
 
 Only the lookup runs in the owner task; invoking a backend or a next hop happens in the caller's
 task, so a slow agent never holds up routing. gRPC passes deadline and cancellation downstream.
@@ -40,8 +42,9 @@ class Hosted:
 
 
 Lookup = Callable[[str], Awaitable[tuple[str, Path] | None]]
-#: Told the result ("ok" or a CallErrorCode value) and duration in seconds of every call handled here.
-Observer = Callable[[str, float], None]
+#: Told the role of this node for the call ("ingress" where it entered the mesh, else "transit"), the
+#: result ("ok" or a CallErrorCode value) and the duration in seconds of every call handled here.
+Observer = Callable[[str, str, float], None]
 
 
 class Forwarder:
@@ -53,29 +56,30 @@ class Forwarder:
         self.node_name = node_name
         self.node_id = node_id
         self._lookup = lookup
-        self._observe = observe or (lambda result, seconds: None)
+        self._observe = observe or (lambda role, result, seconds: None)
         self.hosted: dict[str, Hosted] = {}
         self.next_hops = NextHops(node_name)
 
     async def call(self, call: Routed, timeout: float | None) -> Served:
-        async with self._observed():
+        async with self._observed(call):
             return await self._call(call, timeout)
 
     async def stream(self, call: Routed, timeout: float | None) -> AsyncIterator[str | Served]:
-        async with self._observed():
+        async with self._observed(call):
             async for event in self._stream(call, timeout):
                 yield event
 
     @contextlib.asynccontextmanager
-    async def _observed(self) -> AsyncIterator[None]:
+    async def _observed(self, call: Routed) -> AsyncIterator[None]:
         """Report each call's result and duration; a call its caller abandoned is not counted."""
+        role = "transit" if call.trace else "ingress"  # summing "ingress" over nodes counts each call once
         started = time.monotonic()
         try:
             yield
         except CallFailure as failure:
-            self._observe(failure.code.value, time.monotonic() - started)
+            self._observe(role, failure.code.value, time.monotonic() - started)
             raise
-        self._observe("ok", time.monotonic() - started)
+        self._observe(role, "ok", time.monotonic() - started)
 
     async def _call(self, call: Routed, timeout: float | None) -> Served:
         deadline = _deadline(timeout)
@@ -106,13 +110,16 @@ class Forwarder:
         if self.node_id in call.trace:
             passed = " -> ".join(call.trace)
             raise CallFailure(CallErrorCode.LOOP, self.node_name, f"the call came back here after {passed}")
-        if call.hop_limit <= 0:
-            raise CallFailure(CallErrorCode.HOP_LIMIT, self.node_name, "no hops left")
         found = await self._lookup(call.name)
         if found is None:
             raise CallFailure(CallErrorCode.NOT_FOUND, self.node_name, f"no route to {call.name!r}")
         route, path = found
         if not path.source.local:
+            if call.hop_limit <= 0:
+                next_hop = path.attrs.next_hop
+                raise CallFailure(
+                    CallErrorCode.HOP_LIMIT, self.node_name, f"no hops left to go on to {next_hop}"
+                )
             return route, path.attrs.next_hop
         hosted = self.hosted.get(call.name) or self.hosted.get(route)
         if hosted is None:

@@ -18,7 +18,8 @@ from agentmesh.bgp.messages import AgentAttributes
 from agentmesh.speaker.forwarder import Hosted
 
 Announce = Callable[[list[str], AgentAttributes], Awaitable[None]]
-Withdraw = Callable[[list[str]], Awaitable[None]]
+#: Withdraws names; what it returns (the names that were not announced) is not needed here.
+Withdraw = Callable[[list[str]], Awaitable[object]]
 
 
 class Hosting:

@@ -110,6 +110,9 @@ class PeerStatus:
     hold_time: int | None
     last_reason: Reason | None
     last_notification: Notification | None
+    #: Why the last Established session ended, and the NOTIFICATION sent or received with it.
+    last_down_reason: Reason | None
+    last_down_notification: Notification | None
     #: Live streams to this neighbour: 1 for a session, 2 while a collision is being resolved.
     connections: int
     routes_received: int
@@ -153,6 +156,8 @@ class _Neighbor:
     last_notification: Notification | None = None
     #: When the session last changed state (loop time).
     state_since: float = 0.0
+    last_down_reason: Reason | None = None
+    last_down_notification: Notification | None = None
 
 
 class Node:
@@ -399,10 +404,13 @@ class Node:
             chunk = names[start : start + ORIGINATION_SLICE]
             await self.call(functools.partial(self._originate, chunk, agent, med, communities))
 
-    async def withdraw_agents(self, names: list[str]) -> None:
+    async def withdraw_agents(self, names: list[str]) -> list[str]:
+        """Withdraw routes originated here; returns the names that were not (nothing to withdraw)."""
+        unknown: list[str] = []
         for start in range(0, len(names), ORIGINATION_SLICE):
             chunk = names[start : start + ORIGINATION_SLICE]
-            await self.call(functools.partial(self._withdraw_local, chunk))
+            unknown += await self.call(functools.partial(self._withdraw_local, chunk))
+        return unknown
 
     async def host(
         self, backend: Backend, namespace: str, *, rediscover_every: float | None = 30.0
@@ -534,8 +542,8 @@ class Node:
     ) -> None:
         self.rib.originate(names, agent, med=med, communities=communities, now=self._now())
 
-    def _withdraw_local(self, names: list[str]) -> None:
-        self.rib.withdraw_local(names, self._now())
+    def _withdraw_local(self, names: list[str]) -> list[str]:
+        return self.rib.withdraw_local(names, self._now())
 
     def _settings(self, neighbor: NeighborConfig) -> Settings:
         timers = self.config.timers
@@ -722,6 +730,8 @@ class Node:
             hold_time=negotiated.hold_time if negotiated else None,
             last_reason=n.last_reason,
             last_notification=n.last_notification,
+            last_down_reason=n.last_down_reason,
+            last_down_notification=n.last_down_notification,
             connections=len(n.connections),
             routes_received=self.rib.received_count(n.config.address),
             routes_advertised=self.rib.advertised_count(n.config.address),
@@ -911,6 +921,7 @@ class Node:
         neighbor.state_since = self._now()
         self.metrics.state(neighbor.config.address, change.new)
         if change.old is State.ESTABLISHED:
+            neighbor.last_down_reason, neighbor.last_down_notification = change.reason, change.notification
             # RFC 4271 §9: the peer's routes go with its session.
             self.rib.peer_down(neighbor.config.address)
         fields: dict[str, Any] = {}

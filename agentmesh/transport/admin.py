@@ -189,7 +189,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             return NeighborConfig.model_validate(fields)
         except ValidationError as error:
             problems = "; ".join(
-                f"peer.{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+                f"peer.{'.'.join(map(str, e['loc']))}: {_message(e['msg'])}"
+                if e["loc"]
+                else _message(e["msg"])
                 for e in error.errors()
             )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problems)
@@ -229,8 +231,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def WithdrawAgent(
         self, request: pb.WithdrawAgentRequest, context: Context
     ) -> pb.WithdrawAgentResponse:
-        await self._run(context, self._node.withdraw_agents(list(request.names)))
-        return pb.WithdrawAgentResponse()
+        unknown = await self._run(context, self._node.withdraw_agents(list(request.names)))
+        return pb.WithdrawAgentResponse(unknown=unknown)
 
     async def ResolveAgent(
         self, request: pb.ResolveAgentRequest, context: Context
@@ -298,6 +300,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 # -- conversions ------------------------------------------------------------------------------
 
 
+def _message(text: str) -> str:
+    """A validator's message without pydantic's "Value error, " prefix."""
+    return text.removeprefix("Value error, ")
+
+
 def _local_agent(agent: AgentAttributes) -> AgentAttributes:
     # Announced through the API rather than a backend: the protocol field says so unless given.
     if agent.backend_protocol is BackendProtocol.UNSPECIFIED:
@@ -341,6 +348,8 @@ def _peer(status: PeerStatus) -> pb.Peer:
         negotiated_hold_time=status.hold_time or 0,
         last_reason=status.last_reason.value if status.last_reason else "",
         last_notification_received=_notification(status.last_notification),
+        last_down_reason=status.last_down_reason.value if status.last_down_reason else "",
+        last_down_notification=_notification(status.last_down_notification),
         connections=status.connections,
         routes_received=status.routes_received,
         routes_advertised=status.routes_advertised,
@@ -381,8 +390,13 @@ def _event(sequence: int, event: NodeEvent) -> pb.WatchEventsResponse:
 # -- the server -------------------------------------------------------------------------------
 
 
+#: Served without a token: health checks (probes carry none) and reflection (the schema is public,
+#: and grpcurl needs it before it sends any header-carrying call).
+_OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
 class _TokenCheck(grpc.aio.ServerInterceptor):
-    """Requires `authorization: Bearer <token>` on every RPC but health checks (probes carry no token)."""
+    """Requires `authorization: Bearer <token>` on every RPC but health checks and reflection."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
@@ -393,11 +407,7 @@ class _TokenCheck(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
-        if (
-            handler is None
-            or details.method.startswith("/grpc.health.v1.Health/")
-            or self._authorized(details)
-        ):
+        if handler is None or details.method.startswith(_OPEN_SERVICES) or self._authorized(details):
             return handler
         return _refusing(handler)
 

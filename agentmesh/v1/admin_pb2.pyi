@@ -390,6 +390,8 @@ class Peer(_message.Message):
     ROUTES_RECEIVED_FIELD_NUMBER: _builtins.int
     ROUTES_ADVERTISED_FIELD_NUMBER: _builtins.int
     SECONDS_IN_STATE_FIELD_NUMBER: _builtins.int
+    LAST_DOWN_REASON_FIELD_NUMBER: _builtins.int
+    LAST_DOWN_NOTIFICATION_FIELD_NUMBER: _builtins.int
     internal: _builtins.bool
     """Whether it is iBGP (same AS)."""
     enabled: _builtins.bool
@@ -410,6 +412,8 @@ class Peer(_message.Message):
     """Routes advertised to the peer (its Adj-RIB-Out)."""
     seconds_in_state: _builtins.float
     """Seconds since the session last changed state."""
+    last_down_reason: _builtins.str
+    """Why the last Established session ended (a typed reason); empty if none has."""
     @_builtins.property
     def config(self) -> Global___PeerConfig:
         """Its configuration."""
@@ -417,6 +421,10 @@ class Peer(_message.Message):
     @_builtins.property
     def last_notification_received(self) -> Global___NotificationInfo:
         """The last NOTIFICATION received from the peer, if any."""
+
+    @_builtins.property
+    def last_down_notification(self) -> Global___NotificationInfo:
+        """The NOTIFICATION sent or received when it ended, if any."""
 
     def __init__(
         self,
@@ -433,10 +441,12 @@ class Peer(_message.Message):
         routes_received: _builtins.int = ...,
         routes_advertised: _builtins.int = ...,
         seconds_in_state: _builtins.float = ...,
+        last_down_reason: _builtins.str = ...,
+        last_down_notification: Global___NotificationInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "last_notification_received", b"last_notification_received"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "last_down_notification", b"last_down_notification", "last_notification_received", b"last_notification_received"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "connections", b"connections", "enabled", b"enabled", "internal", b"internal", "last_notification_received", b"last_notification_received", "last_reason", b"last_reason", "negotiated_hold_time", b"negotiated_hold_time", "peer_router_id", b"peer_router_id", "routes_advertised", b"routes_advertised", "routes_received", b"routes_received", "seconds_in_state", b"seconds_in_state", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "connections", b"connections", "enabled", b"enabled", "internal", b"internal", "last_down_notification", b"last_down_notification", "last_down_reason", b"last_down_reason", "last_notification_received", b"last_notification_received", "last_reason", b"last_reason", "negotiated_hold_time", b"negotiated_hold_time", "peer_router_id", b"peer_router_id", "routes_advertised", b"routes_advertised", "routes_received", b"routes_received", "seconds_in_state", b"seconds_in_state", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -932,12 +942,19 @@ class WithdrawAgentResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    UNKNOWN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def unknown(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the request this node did not originate, so had nothing to withdraw."""
+
     def __init__(
         self,
+        *,
+        unknown: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unknown", b"unknown"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1019,7 +1036,7 @@ class CallAgentRequest(_message.Message):
     """Seconds to wait for the reply; 0 for no limit beyond the gRPC deadline."""
     @_builtins.property
     def call(self) -> _forwarding_pb2.AgentCall:
-        """The call; an unset hop limit means the default (8)."""
+        """The call; a hop limit of 0 means the default (16)."""
 
     def __init__(
         self,

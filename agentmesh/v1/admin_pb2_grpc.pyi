@@ -31,7 +31,8 @@ class AdminServiceStub:
     GoBgpService. It is a thin adapter over the node's in-process API, the one
     the MCP front-end and the tests use. It listens on localhost by default;
     bound anywhere else it requires a bearer token in the `authorization`
-    metadata ("Bearer <token>"). Lists are server-streamed in batches.
+    metadata ("Bearer <token>") on every call but health checks and server
+    reflection. Lists are server-streamed in batches.
 
     Errors use gRPC status codes: NOT_FOUND for an unknown peer, ALREADY_EXISTS
     for a peer added twice, INVALID_ARGUMENT for a malformed request (the
@@ -88,7 +89,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GoBgpService. It is a thin adapter over the node's in-process API, the one
     the MCP front-end and the tests use. It listens on localhost by default;
     bound anywhere else it requires a bearer token in the `authorization`
-    metadata ("Bearer <token>"). Lists are server-streamed in batches.
+    metadata ("Bearer <token>") on every call but health checks and server
+    reflection. Lists are server-streamed in batches.
 
     Errors use gRPC status codes: NOT_FOUND for an unknown peer, ALREADY_EXISTS
     for a peer added twice, INVALID_ARGUMENT for a malformed request (the
@@ -141,7 +143,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     GoBgpService. It is a thin adapter over the node's in-process API, the one
     the MCP front-end and the tests use. It listens on localhost by default;
     bound anywhere else it requires a bearer token in the `authorization`
-    metadata ("Bearer <token>"). Lists are server-streamed in batches.
+    metadata ("Bearer <token>") on every call but health checks and server
+    reflection. Lists are server-streamed in batches.
 
     Errors use gRPC status codes: NOT_FOUND for an unknown peer, ALREADY_EXISTS
     for a peer added twice, INVALID_ARGUMENT for a malformed request (the

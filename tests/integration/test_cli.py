@@ -254,11 +254,15 @@ async def test_a_call_to_a_name_without_a_route_exits_4(mesh: Mesh) -> None:
 
 
 async def test_a_call_that_fails_on_the_way_exits_1_and_says_where(mesh: Mesh) -> None:
-    human, as_json = await both("call", "demo.capitals", "Peru", "--hop-limit", "1", admin=mesh.admin)
+    arguments = '{"expression": "1 / 0"}'
+    human, as_json = await both(
+        "call", "demo.calculator", "--args", arguments, "--hop-limit", "1", admin=mesh.admin
+    )
     assert (human.code, as_json.code) == (1, 1), (human, as_json)
-    assert "failed at n1" in human.error_line() and "(hop_limit)" in human.error_line()
+    assert "failed at n1" in human.error_line() and "(backend_error)" in human.error_line()
     error = as_json.json()["error"]
-    assert (error["code"], error["node"]) == ("CALL_ERROR_CODE_HOP_LIMIT", "n1")
+    assert (error["code"], error["node"]) == ("CALL_ERROR_CODE_BACKEND_ERROR", "n1")
+    assert "division by zero" in error["reason"]
 
 
 # --- announce and withdraw ------------------------------------------------------------------------------

@@ -73,9 +73,17 @@ async def test_unknown_name_is_not_found_where_it_was_looked_up(chain: list[Node
     assert (failure.code, failure.node) == (CallErrorCode.NOT_FOUND, "n0")
 
 
-async def test_hop_limit_stops_a_call_on_the_way(chain: list[Node]) -> None:
+async def test_hop_limit_counts_hops_between_nodes_like_a_ttl(chain: list[Node]) -> None:
     failure = await failure_of(chain[0], "demo.echo", hop_limit=1)
     assert (failure.code, failure.node) == (CallErrorCode.HOP_LIMIT, "n1")
+    assert "no hops left to go on to" in failure.reason
+    # Two hops reach the agent two nodes away; serving it there takes no hop.
+    request = AgentRequest(messages=(ChatMessage("user", "hi"),))
+    served = await chain[0].call_agent("demo.echo", request, hop_limit=2)
+    assert served.served_by == "n2"
+    # A call that arrives with no hops left is still served where the agent lives.
+    served = await chain[2].call_agent("demo.echo", request, hop_limit=0)
+    assert served.served_by == "n2"
 
 
 async def test_backend_error_names_the_hosting_node(chain: list[Node]) -> None:

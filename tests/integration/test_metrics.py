@@ -49,7 +49,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 async def test_counters_move_after_a_session_and_a_call(scraped: Scraper) -> None:
     a, b, metrics_a, metrics_b = scraped
     before = await scrape(metrics_a)
-    assert value(before, "agentmesh_calls_total", result="ok") == 0
+    assert value(before, "agentmesh_calls_total", role="ingress", result="ok") == 0
     await a.add_neighbor(neighbor_of(b))
     await b.add_neighbor(neighbor_of(a))
     await established(a, b)
@@ -71,14 +71,15 @@ async def test_counters_move_after_a_session_and_a_call(scraped: Scraper) -> Non
     assert value(after, "agentmesh_rib_routes", table="loc_rib") == 3
     assert value(after, "agentmesh_rib_routes", table="adj_rib_in") == 3
     assert value(after, "agentmesh_best_path_changes_total", reason="new_route") == 3
-    assert value(after, "agentmesh_calls_total", result="ok") == 1
-    assert value(after, "agentmesh_calls_total", result="not_found") == 1
-    assert value(after, "agentmesh_call_duration_seconds_count", result="ok") == 1
-    assert value(after, "agentmesh_call_duration_seconds_sum", result="ok") > 0
+    assert value(after, "agentmesh_calls_total", role="ingress", result="ok") == 1
+    assert value(after, "agentmesh_calls_total", role="ingress", result="not_found") == 1
+    assert value(after, "agentmesh_call_duration_seconds_count", role="ingress", result="ok") == 1
+    assert value(after, "agentmesh_call_duration_seconds_sum", role="ingress", result="ok") > 0
 
     # The serving node counted the call too, and reports its backend as healthy.
     at_b = await scrape(metrics_b)
-    assert value(at_b, "agentmesh_calls_total", result="ok") == 1
+    assert value(at_b, "agentmesh_calls_total", role="transit", result="ok") == 1
+    assert value(at_b, "agentmesh_calls_total", role="ingress", result="ok") == 0
     assert value(at_b, "agentmesh_backend_up", backend="demo") == 1
     assert value(at_b, "agentmesh_backend_agents", backend="demo") == 3
 

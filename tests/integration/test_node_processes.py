@@ -151,7 +151,7 @@ async def test_up_runs_a_three_as_mesh_until_interrupted(tmp_path: Path) -> None
         assert peer["state"] == "SESSION_STATE_ESTABLISHED" and peer["config"]["asn"] == 65002
         async with httpx.AsyncClient() as http:
             scraped = (await http.get(metrics_a)).text
-        assert 'agentmesh_calls_total{result="ok"} 2.0' in scraped  # the MCP call and the gRPC call
+        assert 'agentmesh_calls_total{result="ok",role="ingress"} 2.0' in scraped  # the MCP and the gRPC call
         up.signal_group(signal.SIGINT)
         assert await up.wait_exit() == 0
         assert count(up.events(), "node_stopped") == 3
