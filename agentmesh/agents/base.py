@@ -20,6 +20,8 @@ class CallErrorCode(Enum):
     DEADLINE = "deadline"
     UNAVAILABLE = "unavailable"
     INVALID_ARGUMENT = "invalid_argument"
+    #: Access control refused the call (agentmesh.access); the reason names the rule.
+    PERMISSION_DENIED = "permission_denied"
 
 
 class CallFailure(Exception):

@@ -20,6 +20,15 @@ clients expect (DESIGN §3).
 The tools only call the same in-process API that tests and the admin API call (DESIGN §4.3). The
 same `MCPServer` is served over Streamable HTTP (`/mcp`), legacy SSE (`GET /mcp/sse` +
 `POST /mcp/message`) and stdio; see `McpHttpServer` and `serve_stdio`.
+
+Access control (`agentmesh.access`, docs/access-control.md): with `access.callers` or `access.jwt`
+configured, every HTTP request to the MCP endpoints (and `/status`) must carry a credential, which
+`_Authenticated` turns into a `Caller` kept in the request's ASGI scope. The tools read it from the
+request their message arrived with (the SDK hands it to them as `ctx.request_context.request`, on
+Streamable HTTP and on SSE alike), so every message is judged by its own credential. Sessions with
+no HTTP request behind them (stdio, in-process) get the rules of `access.stdio_caller`, or none.
+A caller sees in `list_agents` only what it may call, and a refused call or resolution is a
+`permission_denied` error result naming the rule; each refusal is logged as `call_denied`.
 """
 
 from __future__ import annotations
@@ -29,12 +38,15 @@ import contextlib
 import json
 import socket
 import sys
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Mapping
 from typing import Annotated, Any
 
 import anyio
 import uvicorn
 from mcp.server import MCPServer, Server
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
 from mcp.server.sse import SseServerTransport
 from mcp.server.stdio import stdio_server
@@ -43,15 +55,20 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agentmesh.access import Access, Authenticator, AuthFailure, Caller, Verdict
+from agentmesh.access_config import AccessConfig, compile_access
 from agentmesh.agents.base import AgentRequest, CallErrorCode, CallFailure, ChatMessage
 from agentmesh.config import join_host_port
 from agentmesh.mcp.views import agent_view, mesh_status, path_view
 from agentmesh.obs.logging import get_logger
+from agentmesh.rib.decision import Path
 from agentmesh.speaker.node import Node
 from agentmesh.transport.forwarding import Served
 from agentmesh.transport.http import EmbeddedUvicorn, bind
@@ -75,6 +92,8 @@ HTTP_SHUTDOWN_GRACE = 3
 HTTP_STARTUP_TIMEOUT = 10.0
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Where `_Authenticated` keeps a request's `Caller` in its ASGI scope, for the tools to read.
+CALLER_SCOPE_KEY = "agentmesh.caller"
 
 INSTRUCTIONS = """\
 This server is a node of an agentmesh: a BGP-style routing mesh of AI agents. Agents have dotted \
@@ -128,13 +147,16 @@ def _served(served: Served) -> dict[str, Any]:
 
 
 class _Tools:
-    """The tool functions, bound to one node."""
+    """The tool functions, bound to one node and its access settings."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, access: Access) -> None:
         self.node = node
+        self.access = access
+        self._log = get_logger(node=node.name)
 
     async def list_agents(
         self,
+        ctx: Context,
         prefix: Annotated[
             str, Field(description="Only agents whose name starts with this, e.g. 'acme.weather.'.")
         ] = "",
@@ -144,11 +166,18 @@ class _Tools:
         ] = DEFAULT_LIST_LIMIT,
     ) -> CallToolResult:
         node = self.node
+        try:
+            caller = self._caller(ctx)
+        except CallFailure as failure:
+            return _failure(failure, prefix or capability, "Listing")
         if capability:
             entries = await node.with_capability(capability)
         else:
             entries = sorted((await node.loc_rib()).items())
-        selected = [(name, path) for name, path in entries if name.startswith(prefix)]
+        # Filtered by the caller's rules: a caller sees only what it may call.
+        selected = [
+            (name, path) for name, path in entries if name.startswith(prefix) and _may(caller, name, path)
+        ]
         agents = [agent_view(name, path, node.asn) for name, path in selected[:limit]]
         return _result(
             {
@@ -197,23 +226,15 @@ class _Tools:
         agent = name or capability
         selection: dict[str, Any] | None = None
         try:
+            caller = self._caller(ctx)
             if name and capability:
                 raise _invalid(node, "give either name or capability, not both")
             if capability:
-                candidates = [entry for entry, _ in await node.with_capability(capability)]
-                if not candidates:
-                    raise CallFailure(
-                        CallErrorCode.NOT_FOUND, node.name, f"no agent advertises capability {capability!r}"
-                    )
-                agent = candidates[0]
-                selection = {
-                    "capability": capability,
-                    "chosen": agent,
-                    "candidates": candidates[:LISTED_CANDIDATES],
-                    "candidate_count": len(candidates),
-                }
+                agent, selection = await self._by_capability(caller, capability)
             elif not name:
                 raise _invalid(node, "give the agent's name or a capability")
+            else:
+                await self._permit(caller, name)
             request = _request(node, message, messages, arguments, options)
             if stream:
                 served, chunks = await self._stream(ctx, agent, request, timeout_seconds)
@@ -225,6 +246,26 @@ class _Tools:
         if chunks is not None:
             payload["chunks"] = chunks
         return _result(payload)
+
+    async def _by_capability(self, caller: Caller | None, capability: str) -> tuple[str, dict[str, Any]]:
+        """The agent a call by capability goes to: the first by name that the caller may call."""
+        entries = await self.node.with_capability(capability)
+        if not entries:
+            raise CallFailure(
+                CallErrorCode.NOT_FOUND, self.node.name, f"no agent advertises capability {capability!r}"
+            )
+        candidates = [entry for entry, path in entries if _may(caller, entry, path)]
+        if caller is not None and not candidates:
+            # Refused with the rule that refuses the first of them, without naming the agents hidden.
+            first, path = entries[0]
+            raise self._deny(caller, first, caller.check(first, path.attrs.agent.capabilities), capability)
+        selection = {
+            "capability": capability,
+            "chosen": candidates[0],
+            "candidates": candidates[:LISTED_CANDIDATES],
+            "candidate_count": len(candidates),
+        }
+        return candidates[0], selection
 
     async def _stream(
         self, ctx: Context, agent: str, request: AgentRequest, timeout: float
@@ -253,14 +294,24 @@ class _Tools:
 
     async def resolve_agent(
         self,
+        ctx: Context,
         name: Annotated[str, Field(description="An agent name; resolved by longest match, like a route.")],
     ) -> CallToolResult:
         node = self.node
-        found = await node.resolve_explained(name)
-        if found is None:
-            failure = CallFailure(CallErrorCode.NOT_FOUND, node.name, f"no route to {name!r}")
+        try:
+            caller = self._caller(ctx)
+            found = await node.resolve_explained(name)
+            if found is None:
+                raise CallFailure(CallErrorCode.NOT_FOUND, node.name, f"no route to {name!r}")
+            entry, decision = found
+            # A name the caller may not call is refused naming the rule, as a call to it would be:
+            # answering "not found" would send the caller looking for a route that is there.
+            if caller is not None:
+                verdict = caller.check(name, decision.best.attrs.agent.capabilities)
+                if not verdict.allowed:
+                    raise self._deny(caller, name, verdict)
+        except CallFailure as failure:
             return _failure(failure, name, "Resolving")
-        entry, decision = found
         agent = agent_view(entry, decision.best, node.asn)
         payload: dict[str, Any] = {
             "name": name,
@@ -273,8 +324,70 @@ class _Tools:
         }
         return _result(payload)
 
-    async def mesh_status(self) -> CallToolResult:
-        return _result(await mesh_status(self.node))
+    async def mesh_status(self, ctx: Context) -> CallToolResult:
+        try:
+            caller = self._caller(ctx)
+        except CallFailure as failure:
+            return _failure(failure, self.node.name, "Status of")
+        return _result(await _status_for(self.node, caller))
+
+    # -- access control ---------------------------------------------------------------------------
+
+    def _caller(self, ctx: Context) -> Caller | None:
+        """Whose rules apply to this message; None: nobody's, everything is open.
+
+        The credential of the HTTP request the message came with, as `_Authenticated` found it; for
+        a session with no HTTP request behind it (stdio, in-process), `access.stdio_caller`.
+        """
+        scope = getattr(ctx.request_context.request, "scope", None)
+        if not isinstance(scope, Mapping):
+            return self.access.stdio
+        caller = scope.get(CALLER_SCOPE_KEY)
+        if caller is None and self.access.authenticates:
+            # Served over HTTP without `_Authenticated` in front (an app built elsewhere): fail closed.
+            raise CallFailure(
+                CallErrorCode.PERMISSION_DENIED, self.node.name, "the request carries no authenticated caller"
+            )
+        return caller if isinstance(caller, Caller) else None
+
+    async def _permit(self, caller: Caller | None, name: str) -> None:
+        """Refuse a call the caller's rules do not allow, judging the tags the agent advertises here."""
+        if caller is None:
+            return
+        verdict = await _verdict(self.node, caller, name)
+        if not verdict.allowed:
+            raise self._deny(caller, name, verdict)
+
+    def _deny(
+        self, caller: Caller, name: str, verdict: Verdict, capability: str | None = None
+    ) -> CallFailure:
+        """Audit a refusal (never with the credential) and make it the failure the caller reads."""
+        self._log.warning(
+            "call_denied", caller=caller.name, name=name, rule=verdict.rule, capability=capability, via="mcp"
+        )
+        return CallFailure(CallErrorCode.PERMISSION_DENIED, self.node.name, verdict.reason)
+
+
+def _may(caller: Caller | None, name: str, path: Path) -> bool:
+    return caller is None or caller.check(name, path.attrs.agent.capabilities).allowed
+
+
+async def _status_for(node: Node, caller: Caller | None) -> dict[str, Any]:
+    """`mesh_status`, with the agents of hosted backends narrowed to those the caller may call."""
+    status = await mesh_status(node)
+    if caller is None:
+        return status
+    for backend in status["backends"]:
+        backend["agents"] = [
+            name for name in backend["agents"] if (await _verdict(node, caller, name)).allowed
+        ]
+    return status
+
+
+async def _verdict(node: Node, caller: Caller, name: str) -> Verdict:
+    """The caller's rules on `name`, judging the tags its best path advertises at this node."""
+    found = await node.resolve(name)
+    return caller.check(name, found[1].attrs.agent.capabilities if found is not None else ())
 
 
 def _invalid(node: Node, reason: str) -> CallFailure:
@@ -297,15 +410,23 @@ def _request(
     return AgentRequest(tuple(conversation), arguments, options or {})
 
 
-def build_server(node: Node) -> MCPServer:
-    """The MCP server of `node`: the four meta-tools, ready for any transport."""
+def _compiled(access: AccessConfig | Access | None) -> Access:
+    return access if isinstance(access, Access) else compile_access(access)
+
+
+def build_server(node: Node, *, access: AccessConfig | Access | None = None) -> MCPServer:
+    """The MCP server of `node`: the four meta-tools, ready for any transport.
+
+    `access` (the node's `access` configuration, or its compiled `Access`) decides what callers
+    may see and call; without it everything is open, as before access control existed.
+    """
     server: MCPServer = MCPServer(
         name=f"agentmesh-{node.name}",
         title=f"agentmesh node {node.name} (AS{node.asn})",
         instructions=INSTRUCTIONS,
         log_level="WARNING",
     )
-    tools = _Tools(node)
+    tools = _Tools(node, _compiled(access))
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     server.add_tool(
         tools.list_agents,
@@ -434,11 +555,74 @@ class _SseMessages:
         await self._transport.handle_post_message(scope, receive, send)
 
 
+class _Authenticated:
+    """An HTTP endpoint that needs a credential of `access.callers` (or a JWT): 401 without one.
+
+    Each request is judged on its own, the SSE stream and every message POST alike, so a token
+    that expires or is removed stops working at once. The caller found is put in the request's
+    scope for the tools (`CALLER_SCOPE_KEY`) and, as the SDK's `AuthenticatedUser`, for the SDK,
+    which then binds each MCP session to the caller that opened it. With no authenticator (neither
+    callers nor jwt configured) every request passes through unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator | None, log: Any) -> None:
+        self._app = app
+        self._authenticator = authenticator
+        self._log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._authenticator is None:
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        bearer = _bearer_token(headers.get("authorization"))
+        api_key = headers.get("x-api-key")
+        try:
+            caller = self._authenticator.authenticate(bearer, api_key, time.time())
+        except AuthFailure as failure:
+            # The reason is for the operator; the client learns only that it is not let in.
+            client = scope.get("client")
+            self._log.warning(
+                "mcp_unauthenticated",
+                reason=str(failure),
+                path=scope.get("path"),
+                client=client and client[0],
+            )
+            await _unauthorized(presented=bool(bearer or api_key))(scope, receive, send)
+            return
+        user = AuthenticatedUser(AccessToken(token="", client_id=caller.name, scopes=[], subject=caller.name))
+        scope = {**scope, CALLER_SCOPE_KEY: caller, "user": user, "auth": AuthCredentials()}
+        await self._app(scope, receive, send)
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 7235 §2.1)
+        return None
+    return token.strip() or None
+
+
+def _unauthorized(*, presented: bool) -> JSONResponse:
+    """RFC 6750 §3: a challenge, with `invalid_token` only when a credential was sent.
+
+    The same answer for a missing, unknown, expired or badly signed credential, so that it tells
+    nobody which callers exist.
+    """
+    challenge = 'Bearer realm="agentmesh"' + (', error="invalid_token"' if presented else "")
+    return JSONResponse(
+        {"error": "unauthorized", "error_description": "a valid bearer token or X-API-Key is required"},
+        status_code=401,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
 class McpHttpServer:
     """The node's MCP front-end over HTTP, with uvicorn in a task of the running loop.
 
     One ASGI app serves Streamable HTTP at `/mcp`, the legacy SSE transport at `GET /mcp/sse` and
-    `POST /mcp/message`, `GET /health` and `GET /status` (DESIGN §3).
+    `POST /mcp/message`, `GET /health` and `GET /status` (DESIGN §3). With `access` that
+    authenticates (callers or jwt), all but `/health` need a credential; `/health` stays open
+    for probes.
     """
 
     def __init__(
@@ -446,10 +630,12 @@ class McpHttpServer:
         node: Node,
         server: MCPServer | None = None,
         *,
+        access: AccessConfig | Access | None = None,
         transport_security: TransportSecuritySettings | None = None,
     ) -> None:
         self.node = node
-        self.server = server or build_server(node)
+        self.access = _compiled(access)
+        self.server = server or build_server(node, access=self.access)
         self._transport_security = transport_security
         self._log = get_logger(node=node.name)
         self._uvicorn: EmbeddedUvicorn | None = None
@@ -487,13 +673,14 @@ class McpHttpServer:
         lowlevel = _lowlevel(self.server)
         manager = StreamableHTTPSessionManager(app=lowlevel, security_settings=security)
         sse = SseServerTransport(SSE_MESSAGE_PATH, security_settings=security)
+        guard = self._guard
         app = Starlette(
             routes=[
-                Route(STREAMABLE_HTTP_PATH, StreamableHTTPASGIApp(manager)),
-                Route(SSE_PATH, _SseStream(lowlevel, sse, self._closing), methods=["GET"]),
-                Route(SSE_MESSAGE_PATH, _SseMessages(sse), methods=["POST"]),
+                Route(STREAMABLE_HTTP_PATH, guard(StreamableHTTPASGIApp(manager))),
+                Route(SSE_PATH, guard(_SseStream(lowlevel, sse, self._closing)), methods=["GET"]),
+                Route(SSE_MESSAGE_PATH, guard(_SseMessages(sse)), methods=["POST"]),
                 Route("/health", self._health, methods=["GET"]),
-                Route("/status", self._status, methods=["GET"]),
+                Route("/status", guard(request_response(self._status)), methods=["GET"]),
             ]
         )
         # The session manager runs in a task of ours, not in the app's lifespan, so that stop() can
@@ -556,4 +743,9 @@ class McpHttpServer:
         return JSONResponse({"status": "ok"})
 
     async def _status(self, request: Request) -> JSONResponse:
-        return JSONResponse(await mesh_status(self.node))
+        caller = request.scope.get(CALLER_SCOPE_KEY)
+        return JSONResponse(await _status_for(self.node, caller if isinstance(caller, Caller) else None))
+
+    def _guard(self, app: ASGIApp) -> ASGIApp:
+        """`app` behind the credential check (a pass-through when access control does not authenticate)."""
+        return _Authenticated(app, self.access.authenticator, self._log)

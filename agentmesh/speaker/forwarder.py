@@ -5,11 +5,13 @@ Theory of operation
 Each hop re-resolves the call's name in its own Loc-RIB (longest match), like IP forwarding:
 
 * its own id already in the trace -> LOOP; no route -> NOT_FOUND;
-* a locally originated best path -> the backend hosting the agent is invoked here;
+* a locally originated best path -> the node's call policy (`access.call_policy`) is checked
+  against the ASes the call crossed (PERMISSION_DENIED, audited as `call_denied`), then the backend
+  hosting the agent is invoked here;
 * otherwise, if it has hops left, the call goes to the best path's NEXT_HOP with one hop less and
-  this node's id appended to the trace, within what is left of the deadline; with none left ->
-  HOP_LIMIT. Like an IP TTL, the hop limit counts hops between nodes: a call with a limit of 1
-  reaches a neighbour's agent, and serving an agent locally takes no hop.
+  this node's id appended to the trace (and its ASN to `trace_asns`), within what is left of the
+  deadline; with none left -> HOP_LIMIT. Like an IP TTL, the hop limit counts hops between nodes:
+  a call with a limit of 1 reaches a neighbour's agent, and serving an agent locally takes no hop.
 
 Only the lookup runs in the owner task; invoking a backend or a next hop happens in the caller's
 task, so a slow agent never holds up routing. gRPC passes deadline and cancellation downstream.
@@ -23,7 +25,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from agentmesh.access import CallPolicy
 from agentmesh.agents.base import AgentReply, Backend, CallErrorCode, CallFailure
+from agentmesh.obs.logging import get_logger
 from agentmesh.rib.decision import Path
 from agentmesh.transport.forwarding import NextHops, Routed, Served
 
@@ -51,10 +55,23 @@ class Forwarder:
     """The forwarding plane of one node."""
 
     def __init__(
-        self, node_name: str, node_id: str, lookup: Lookup, *, observe: Observer | None = None
+        self,
+        node_name: str,
+        node_id: str,
+        lookup: Lookup,
+        *,
+        observe: Observer | None = None,
+        asn: int | None = None,
+        call_policy: CallPolicy | None = None,
     ) -> None:
         self.node_name = node_name
         self.node_id = node_id
+        #: Recorded in each call's `trace_asns`; None records nothing, so a call policy further on
+        #: sees the caller's AS as unknown and refuses the call.
+        self.asn = asn
+        #: Who may call the agents hosted here (access.call_policy); empty: everyone.
+        self.call_policy = call_policy or CallPolicy()
+        self._log = get_logger(node=node_name)
         self._lookup = lookup
         self._observe = observe or (lambda role, result, seconds: None)
         self.hosted: dict[str, Hosted] = {}
@@ -126,10 +143,36 @@ class Forwarder:
             raise CallFailure(
                 CallErrorCode.NOT_FOUND, self.node_name, f"{route!r} is announced here but hosts no agent"
             )
+        self._admit(call)
         return route, hosted
 
+    def _admit(self, call: Routed) -> None:
+        """Apply the call policy here, at the origin: only the node that runs the agent may refuse by AS."""
+        if not self.call_policy:
+            return
+        path = self._caller_path(call)
+        verdict = self.call_policy.check(call.name, path)
+        if verdict.allowed:
+            return
+        self._log.warning(
+            "call_denied",
+            caller=f"AS{path[0]}" if path else "unknown",
+            name=call.name,
+            rule=verdict.rule,
+            trace=list(call.trace),
+            trace_asns=list(call.trace_asns),
+        )
+        raise CallFailure(CallErrorCode.PERMISSION_DENIED, self.node_name, verdict.reason)
+
+    def _caller_path(self, call: Routed) -> tuple[int, ...]:
+        """The ASes the call crossed, the caller's first; () when a node on the way did not say."""
+        if not call.trace:
+            return () if self.asn is None else (self.asn,)  # the call entered the mesh here
+        return call.trace_asns if len(call.trace_asns) == len(call.trace) else ()
+
     def _onward(self, call: Routed) -> Routed:
-        return Routed(call.name, call.request, call.hop_limit - 1, (*call.trace, self.node_id))
+        asns = call.trace_asns if self.asn is None else (*call.trace_asns, self.asn)
+        return Routed(call.name, call.request, call.hop_limit - 1, (*call.trace, self.node_id), asns)
 
     async def _invoke(self, hosted: Hosted, call: Routed, deadline: float) -> AgentReply:
         async with self._backend(hosted, deadline):

@@ -26,18 +26,24 @@ _CODES = {
     CallErrorCode.DEADLINE: pb.CALL_ERROR_CODE_DEADLINE,
     CallErrorCode.UNAVAILABLE: pb.CALL_ERROR_CODE_UNAVAILABLE,
     CallErrorCode.INVALID_ARGUMENT: pb.CALL_ERROR_CODE_INVALID_ARGUMENT,
+    CallErrorCode.PERMISSION_DENIED: pb.CALL_ERROR_CODE_PERMISSION_DENIED,
 }
 _CODES_BACK = {wire: code for code, wire in _CODES.items()}
 
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """A call as a hop sees it: the request plus where it may still go and where it has been."""
+    """A call as a hop sees it: the request plus where it may still go and where it has been.
+
+    `trace_asns` runs parallel to `trace`: the ASN of each node passed, the caller's first. It is
+    shorter than `trace` when a node on the way did not record its ASN (`AgentCall.trace_asns`).
+    """
 
     name: str
     request: AgentRequest
     hop_limit: int
     trace: tuple[str, ...]
+    trace_asns: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,9 @@ class Served:
 
 
 def encode_call(call: Routed) -> pb.AgentCall:
-    wire = pb.AgentCall(name=call.name, hop_limit=call.hop_limit, trace=call.trace)
+    wire = pb.AgentCall(
+        name=call.name, hop_limit=call.hop_limit, trace=call.trace, trace_asns=call.trace_asns
+    )
     request = call.request
     if request.arguments is not None:
         wire.arguments_json = json.dumps(request.arguments)
@@ -72,7 +80,8 @@ def decode_call(wire: pb.AgentCall, node: str) -> Routed:
     )
     options = _json_object(wire.options_json, "options_json", node) if wire.options_json else {}
     messages = tuple(ChatMessage(m.role, m.content) for m in wire.chat.messages)
-    return Routed(wire.name, AgentRequest(messages, arguments, options), wire.hop_limit, tuple(wire.trace))
+    request = AgentRequest(messages, arguments, options)
+    return Routed(wire.name, request, wire.hop_limit, tuple(wire.trace), tuple(wire.trace_asns))
 
 
 def _json_object(text: str, field: str, node: str) -> dict[str, Any]:

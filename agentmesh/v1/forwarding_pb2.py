@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentmesh/v1/forwarding.proto\x12\x0c\x61gentmesh.v1\"\x9d\x01\n\tAgentCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x17.agentmesh.v1.ChatInputH\x00\x12\x18\n\x0e\x61rguments_json\x18\x03 \x01(\tH\x00\x12\x14\n\x0coptions_json\x18\x04 \x01(\t\x12\x11\n\thop_limit\x18\x05 \x01(\r\x12\r\n\x05trace\x18\x06 \x03(\tB\x07\n\x05input\"8\n\tChatInput\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.agentmesh.v1.ChatMessage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"4\n\x0b\x43\x61llRequest\x12%\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.AgentCall\"o\n\x0c\x43\x61llResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x18.agentmesh.v1.CallResultH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.agentmesh.v1.CallErrorH\x00\x42\t\n\x07outcome\":\n\x11\x43\x61llStreamRequest\x12%\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.AgentCall\"\x9d\x01\n\x12\x43\x61llStreamResponse\x12(\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.CallChunkH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.agentmesh.v1.CallResultH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.agentmesh.v1.CallErrorH\x00\x42\x07\n\x05\x65vent\"\x19\n\tCallChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\"^\n\nCallResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tdata_json\x18\x02 \x01(\t\x12\x11\n\tserved_by\x18\x03 \x01(\t\x12\r\n\x05route\x18\x04 \x01(\t\x12\r\n\x05trace\x18\x05 \x03(\t\"T\n\tCallError\x12)\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1b.agentmesh.v1.CallErrorCode\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\x90\x02\n\rCallErrorCode\x12\x1f\n\x1b\x43\x41LL_ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LL_ERROR_CODE_NOT_FOUND\x10\x01\x12\x18\n\x14\x43\x41LL_ERROR_CODE_LOOP\x10\x02\x12\x1d\n\x19\x43\x41LL_ERROR_CODE_HOP_LIMIT\x10\x03\x12!\n\x1d\x43\x41LL_ERROR_CODE_BACKEND_ERROR\x10\x04\x12\x1c\n\x18\x43\x41LL_ERROR_CODE_DEADLINE\x10\x05\x12\x1f\n\x1b\x43\x41LL_ERROR_CODE_UNAVAILABLE\x10\x06\x12$\n CALL_ERROR_CODE_INVALID_ARGUMENT\x10\x07\x32\xa5\x01\n\x11\x46orwardingService\x12=\n\x04\x43\x61ll\x12\x19.agentmesh.v1.CallRequest\x1a\x1a.agentmesh.v1.CallResponse\x12Q\n\nCallStream\x12\x1f.agentmesh.v1.CallStreamRequest\x1a .agentmesh.v1.CallStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentmesh/v1/forwarding.proto\x12\x0c\x61gentmesh.v1\"\xb1\x01\n\tAgentCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x17.agentmesh.v1.ChatInputH\x00\x12\x18\n\x0e\x61rguments_json\x18\x03 \x01(\tH\x00\x12\x14\n\x0coptions_json\x18\x04 \x01(\t\x12\x11\n\thop_limit\x18\x05 \x01(\r\x12\r\n\x05trace\x18\x06 \x03(\t\x12\x12\n\ntrace_asns\x18\x07 \x03(\rB\x07\n\x05input\"8\n\tChatInput\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.agentmesh.v1.ChatMessage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"4\n\x0b\x43\x61llRequest\x12%\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.AgentCall\"o\n\x0c\x43\x61llResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x18.agentmesh.v1.CallResultH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.agentmesh.v1.CallErrorH\x00\x42\t\n\x07outcome\":\n\x11\x43\x61llStreamRequest\x12%\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.AgentCall\"\x9d\x01\n\x12\x43\x61llStreamResponse\x12(\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.CallChunkH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.agentmesh.v1.CallResultH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.agentmesh.v1.CallErrorH\x00\x42\x07\n\x05\x65vent\"\x19\n\tCallChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\"^\n\nCallResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tdata_json\x18\x02 \x01(\t\x12\x11\n\tserved_by\x18\x03 \x01(\t\x12\r\n\x05route\x18\x04 \x01(\t\x12\r\n\x05trace\x18\x05 \x03(\t\"T\n\tCallError\x12)\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1b.agentmesh.v1.CallErrorCode\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb7\x02\n\rCallErrorCode\x12\x1f\n\x1b\x43\x41LL_ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LL_ERROR_CODE_NOT_FOUND\x10\x01\x12\x18\n\x14\x43\x41LL_ERROR_CODE_LOOP\x10\x02\x12\x1d\n\x19\x43\x41LL_ERROR_CODE_HOP_LIMIT\x10\x03\x12!\n\x1d\x43\x41LL_ERROR_CODE_BACKEND_ERROR\x10\x04\x12\x1c\n\x18\x43\x41LL_ERROR_CODE_DEADLINE\x10\x05\x12\x1f\n\x1b\x43\x41LL_ERROR_CODE_UNAVAILABLE\x10\x06\x12$\n CALL_ERROR_CODE_INVALID_ARGUMENT\x10\x07\x12%\n!CALL_ERROR_CODE_PERMISSION_DENIED\x10\x08\x32\xa5\x01\n\x11\x46orwardingService\x12=\n\x04\x43\x61ll\x12\x19.agentmesh.v1.CallRequest\x1a\x1a.agentmesh.v1.CallResponse\x12Q\n\nCallStream\x12\x1f.agentmesh.v1.CallStreamRequest\x1a .agentmesh.v1.CallStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentmesh.v1.forwarding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CALLERRORCODE']._serialized_start=908
-  _globals['_CALLERRORCODE']._serialized_end=1180
+  _globals['_CALLERRORCODE']._serialized_start=928
+  _globals['_CALLERRORCODE']._serialized_end=1239
   _globals['_AGENTCALL']._serialized_start=48
-  _globals['_AGENTCALL']._serialized_end=205
-  _globals['_CHATINPUT']._serialized_start=207
-  _globals['_CHATINPUT']._serialized_end=263
-  _globals['_CHATMESSAGE']._serialized_start=265
-  _globals['_CHATMESSAGE']._serialized_end=309
-  _globals['_CALLREQUEST']._serialized_start=311
-  _globals['_CALLREQUEST']._serialized_end=363
-  _globals['_CALLRESPONSE']._serialized_start=365
-  _globals['_CALLRESPONSE']._serialized_end=476
-  _globals['_CALLSTREAMREQUEST']._serialized_start=478
-  _globals['_CALLSTREAMREQUEST']._serialized_end=536
-  _globals['_CALLSTREAMRESPONSE']._serialized_start=539
-  _globals['_CALLSTREAMRESPONSE']._serialized_end=696
-  _globals['_CALLCHUNK']._serialized_start=698
-  _globals['_CALLCHUNK']._serialized_end=723
-  _globals['_CALLRESULT']._serialized_start=725
-  _globals['_CALLRESULT']._serialized_end=819
-  _globals['_CALLERROR']._serialized_start=821
-  _globals['_CALLERROR']._serialized_end=905
-  _globals['_FORWARDINGSERVICE']._serialized_start=1183
-  _globals['_FORWARDINGSERVICE']._serialized_end=1348
+  _globals['_AGENTCALL']._serialized_end=225
+  _globals['_CHATINPUT']._serialized_start=227
+  _globals['_CHATINPUT']._serialized_end=283
+  _globals['_CHATMESSAGE']._serialized_start=285
+  _globals['_CHATMESSAGE']._serialized_end=329
+  _globals['_CALLREQUEST']._serialized_start=331
+  _globals['_CALLREQUEST']._serialized_end=383
+  _globals['_CALLRESPONSE']._serialized_start=385
+  _globals['_CALLRESPONSE']._serialized_end=496
+  _globals['_CALLSTREAMREQUEST']._serialized_start=498
+  _globals['_CALLSTREAMREQUEST']._serialized_end=556
+  _globals['_CALLSTREAMRESPONSE']._serialized_start=559
+  _globals['_CALLSTREAMRESPONSE']._serialized_end=716
+  _globals['_CALLCHUNK']._serialized_start=718
+  _globals['_CALLCHUNK']._serialized_end=743
+  _globals['_CALLRESULT']._serialized_start=745
+  _globals['_CALLRESULT']._serialized_end=839
+  _globals['_CALLERROR']._serialized_start=841
+  _globals['_CALLERROR']._serialized_end=925
+  _globals['_FORWARDINGSERVICE']._serialized_start=1242
+  _globals['_FORWARDINGSERVICE']._serialized_end=1407
 # @@protoc_insertion_point(module_scope)

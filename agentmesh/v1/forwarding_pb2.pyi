@@ -41,6 +41,10 @@ class _CallErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallErr
     """The next hop could not be reached."""
     CALL_ERROR_CODE_INVALID_ARGUMENT: _CallErrorCode.ValueType  # 7
     """The call itself is malformed (for example arguments that are not a JSON object)."""
+    CALL_ERROR_CODE_PERMISSION_DENIED: _CallErrorCode.ValueType  # 8
+    """Access control refused the call: the caller's rules at the MCP front-end
+    or the call policy of the node hosting the agent; the reason names the rule.
+    """
 
 class CallErrorCode(_CallErrorCode, metaclass=_CallErrorCodeEnumTypeWrapper):
     """What can go wrong with a call."""
@@ -61,6 +65,10 @@ CALL_ERROR_CODE_UNAVAILABLE: CallErrorCode.ValueType  # 6
 """The next hop could not be reached."""
 CALL_ERROR_CODE_INVALID_ARGUMENT: CallErrorCode.ValueType  # 7
 """The call itself is malformed (for example arguments that are not a JSON object)."""
+CALL_ERROR_CODE_PERMISSION_DENIED: CallErrorCode.ValueType  # 8
+"""Access control refused the call: the caller's rules at the MCP front-end
+or the call policy of the node hosting the agent; the reason names the rule.
+"""
 Global___CallErrorCode: _TypeAlias = CallErrorCode  # noqa: Y015
 
 @_typing.final
@@ -75,6 +83,7 @@ class AgentCall(_message.Message):
     OPTIONS_JSON_FIELD_NUMBER: _builtins.int
     HOP_LIMIT_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
+    TRACE_ASNS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The agent name as the caller gave it; every hop resolves it again."""
     arguments_json: _builtins.str
@@ -95,6 +104,16 @@ class AgentCall(_message.Message):
         node that finds its own id here refuses the call: forwarding loops.
         """
 
+    @_builtins.property
+    def trace_asns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The AS numbers of the nodes in `trace`, in the same order: every hop that
+        appends its router id to `trace` appends its own ASN here. The first entry
+        is the caller's AS; the node hosting the agent checks its call policy
+        (access.call_policy) against these. A call whose trace_asns is shorter
+        than its trace crossed a node that does not record ASNs, so its caller's
+        AS is unknown and any call policy that applies to the name refuses it.
+        """
+
     def __init__(
         self,
         *,
@@ -104,10 +123,11 @@ class AgentCall(_message.Message):
         options_json: _builtins.str = ...,
         hop_limit: _builtins.int = ...,
         trace: _abc.Iterable[_builtins.str] | None = ...,
+        trace_asns: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "chat", b"chat", "input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "chat", b"chat", "hop_limit", b"hop_limit", "input", b"input", "name", b"name", "options_json", b"options_json", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "chat", b"chat", "hop_limit", b"hop_limit", "input", b"input", "name", b"name", "options_json", b"options_json", "trace", b"trace", "trace_asns", b"trace_asns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_input: _TypeAlias = _typing.Literal["chat", "arguments_json"]  # noqa: Y015
     _WhichOneofArgType_input: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
