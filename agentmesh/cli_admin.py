@@ -37,9 +37,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 import grpc
+import yaml
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
@@ -59,7 +61,7 @@ EXIT_AUTH = 5
 
 #: The top-level commands registered by add_admin_commands, for the CLI's dispatch.
 ADMIN_COMMANDS: frozenset[str] = frozenset(
-    {"node", "peers", "peer", "routes", "resolve", "call", "watch", "announce", "withdraw"}
+    {"node", "peers", "peer", "routes", "resolve", "call", "watch", "announce", "withdraw", "policy"}
 )
 
 EXIT_CODES_HELP = """\
@@ -109,6 +111,27 @@ def add_admin_commands(subparsers: Subparsers) -> None:
     _add_route_commands(subparsers)
     _add_call_command(subparsers)
     _add_watch_command(subparsers)
+    _add_policy_commands(subparsers)
+
+
+def _add_policy_commands(subparsers: Subparsers) -> None:
+    policy = subparsers.add_parser(
+        "policy",
+        help="show or replace the node's routing policy",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    _command(actions, "show", _policy_show, "print the routing policy in force as YAML")
+    replace = _command(
+        actions,
+        "set",
+        _policy_set,
+        "replace the routing policy; routes are evaluated again, no session resets",
+    )
+    replace.add_argument(
+        "file", metavar="FILE", help="YAML with the `policy:` section (a node config file works), - for stdin"
+    )
 
 
 def _command(subparsers: Subparsers, name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
@@ -201,6 +224,7 @@ def _add_route_commands(subparsers: Subparsers) -> None:
         "--name", default="", metavar="PATTERN", help="a name or glob (* ? within a label, **)"
     )
     routes.add_argument("--batch-size", type=_batch_size, default=0, metavar="N", help="routes per message")
+    routes.add_argument("--explain", action="store_true", help="show how policy treated each route")
 
     resolve = _command(subparsers, "resolve", _resolve, "show how a call to a name would be routed")
     resolve.add_argument("name", metavar="NAME")
@@ -582,14 +606,64 @@ def _routes(client: AdminClient, args: argparse.Namespace) -> int:
     table = _TABLES[args.table]
     if table != admin_pb2.TABLE_LOC_RIB and not args.peer:
         raise UsageError(f"--table {args.table} lists one neighbour's table: give --peer ADDRESS")
-    routes = list(client.list_routes(table, args.peer, args.name, args.batch_size))
+    routes = list(client.list_routes(table, args.peer, args.name, args.batch_size, args.explain))
     if args.json:
         _print_json([_to_dict(route) for route in routes])
     elif not routes:
         print("no routes")
+    elif args.explain:
+        headers = (*_ROUTE_HEADERS, "POLICY")
+        print(_table(headers, [(*_route_row(route), _trail_text(route)) for route in routes]))
     else:
         print(_table(_ROUTE_HEADERS, [_route_row(route) for route in routes]))
     return EXIT_OK
+
+
+def _trail_text(route: admin_pb2.Route) -> str:
+    """A route's policy trail on one line: `prefer-eu/eu continued [local_pref=200]; default accept`."""
+    steps = []
+    for step in route.policy_trail:
+        if step.policy:
+            text = f"{step.policy}/{step.statement} {step.outcome}"
+        else:
+            text = step.outcome.replace("_", " ")
+        steps.append(text + (f" [{', '.join(step.actions)}]" if step.actions else ""))
+    return "; ".join(steps) or "-"
+
+
+def _policy_show(client: AdminClient, args: argparse.Namespace) -> int:
+    text = client.get_policy()
+    if args.json:
+        _print_json({"policy_yaml": text})
+    else:
+        print(text.rstrip("\n") if text else "no routing policy (every route is accepted unchanged)")
+    return EXIT_OK
+
+
+def _policy_set(client: AdminClient, args: argparse.Namespace) -> int:
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot read {args.file}: {error.strerror or error}") from None
+    if args.file != "-" and text.strip():
+        text = _policy_section(text, args.file)
+    reevaluated = client.set_policy(text)
+    if args.json:
+        _print_json({"reevaluated": reevaluated})
+    else:
+        print(f"policy replaced; {reevaluated} received routes evaluated again")
+    return EXIT_OK
+
+
+def _policy_section(text: str, path: str) -> str:
+    """The `policy` section of a file that may be a whole node configuration."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path} is not YAML: {error}") from None
+    if isinstance(document, dict) and "policy" in document and len(document) > 1:
+        return yaml.safe_dump({"policy": document["policy"]}, sort_keys=False)
+    return text
 
 
 def _resolve(client: AdminClient, args: argparse.Namespace) -> int:
@@ -605,7 +679,12 @@ def _resolve(client: AdminClient, args: argparse.Namespace) -> int:
         rows.append(("agent", " ".join([agent.description, *(f"[{c}]" for c in agent.capabilities)]).strip()))
     print(_pairs(rows))
     print()
-    print(_table(_ROUTE_HEADERS, [_route_row(r) for r in (response.best, *response.alternatives)]))
+    candidates = (response.best, *response.alternatives)
+    if any(route.policy_trail for route in candidates):
+        headers = (*_ROUTE_HEADERS, "POLICY")
+        print(_table(headers, [(*_route_row(r), _trail_text(r)) for r in candidates]))
+    else:
+        print(_table(_ROUTE_HEADERS, [_route_row(r) for r in candidates]))
     return EXIT_OK
 
 

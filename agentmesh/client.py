@@ -135,9 +135,12 @@ class AdminClient:
         peer: str = "",
         name: str = "",
         batch_size: int = 0,
+        explain: bool = False,
     ) -> Iterator[admin_pb2.Route]:
         """Every route of the table, in name order, however the node batched them."""
-        request = admin_pb2.ListRoutesRequest(table=table, peer=peer, name=name, batch_size=batch_size)
+        request = admin_pb2.ListRoutesRequest(
+            table=table, peer=peer, name=name, batch_size=batch_size, explain=explain
+        )
         for response in self._stream(self._stub.ListRoutes, request, self.timeout):
             yield from response.routes
 
@@ -150,6 +153,15 @@ class AdminClient:
     ) -> None:
         request = admin_pb2.AnnounceAgentRequest(names=names, agent=agent, med=med, communities=communities)
         self._unary(self._stub.AnnounceAgent, request)
+
+    def get_policy(self) -> str:
+        """The routing policy in force, as YAML ("" for none)."""
+        return self._unary(self._stub.GetPolicy, admin_pb2.GetPolicyRequest()).policy_yaml
+
+    def set_policy(self, policy_yaml: str) -> int:
+        """Replace the routing policy; returns how many received routes were evaluated again."""
+        reply = self._unary(self._stub.SetPolicy, admin_pb2.SetPolicyRequest(policy_yaml=policy_yaml))
+        return reply.reevaluated
 
     def withdraw_agent(self, names: list[str]) -> list[str]:
         """Withdraws the names; returns those the node had not originated."""

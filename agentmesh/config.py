@@ -8,6 +8,8 @@ A node's whole configuration is one YAML document with these sections::
     mcp:        the MCP front-end over HTTP
     admin:      the AdminService gRPC endpoint
     metrics:    the Prometheus /metrics endpoint
+    policy:     routing policy: defined sets, policies, import/export assignments (docs/policy.md)
+    access:     who may call what: callers at the MCP front-end, call policy at the origin
     agents:     the backends whose agents this node hosts
 
 Every key is optional except a neighbour's ``address`` and ``asn``: ``parse_config({})``
@@ -56,6 +58,10 @@ from pydantic import (
     model_validator,
 )
 
+from agentmesh.access_config import AccessConfig
+from agentmesh.config_base import ConfigModel as _Model
+from agentmesh.config_base import Problems as _Problems
+from agentmesh.policy_config import PolicyAssignment, PolicyConfig
 from agentmesh.rib import names
 
 __all__ = [
@@ -139,19 +145,6 @@ class ConfigError(ValueError):
     def __reduce__(self) -> tuple[Any, ...]:
         # The constructor's signature differs from ValueError's, so spell out pickling.
         return (type(self), (self.source, self.problems))
-
-
-class _Problems(ValueError):
-    """Raised by cross-field validators to report problems at precise sub-locations.
-
-    Pydantic would attribute a plain ``ValueError`` from a model validator to the model
-    as a whole; this carries ``(relative location, message)`` pairs instead, which
-    ``_problems_from_validation_error`` unpacks.
-    """
-
-    def __init__(self, items: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
-        super().__init__("; ".join(message for _, message in items))
-        self.items = tuple(items)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -356,24 +349,6 @@ def _default_advertise_address(data: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- models
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_means_default(cls, data: Any) -> Any:
-        # YAML writes "key:" with no value as null; for an optional key that means the
-        # default, exactly as if the key were absent.
-        if not isinstance(data, dict):
-            return data
-        fields = cls.model_fields
-        return {
-            key: value
-            for key, value in data.items()
-            if not (value is None and key in fields and not fields[key].is_required())
-        }
-
-
 class TimersConfig(_Model):
     """BGP session timers, in seconds (RFC 4271 §4.2, §10)."""
 
@@ -455,6 +430,8 @@ class NeighborConfig(_Model):
     description: StrictStr = ""
     passive: StrictBool = False
     hold_time: StrictInt | None = None
+    import_policy: PolicyAssignment | None = None
+    export_policy: PolicyAssignment | None = None
 
     @field_validator("address")
     @classmethod
@@ -732,6 +709,8 @@ class Config(_Model):
     mcp: McpConfig = Field(default_factory=McpConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
     agents: tuple[BackendConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -764,6 +743,13 @@ class Config(_Model):
                 )
             else:
                 seen[neighbor.address] = index
+            for key in ("import_policy", "export_policy"):
+                assignment: PolicyAssignment | None = getattr(neighbor, key)
+                if assignment is not None:
+                    problems += [
+                        (("neighbors", index, key, *loc), message)
+                        for loc, message in self.policy.assignment_problems(assignment)
+                    ]
             hold = neighbor.hold_time
             if keepalive is not None and hold is not None and 0 < hold <= keepalive:
                 problems.append(
@@ -813,7 +799,8 @@ def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
     for part in loc:
         if isinstance(part, int):
             continue  # an index into a sequence of the current model
-        field = model.model_fields.get(part)
+        fields = model.model_fields
+        field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
         if field is None:
             return None
         candidates = (field.annotation, *typing.get_args(field.annotation))
@@ -838,7 +825,7 @@ def _unknown_key_message(loc: Sequence[str | int]) -> str:
     parent = _model_at(loc[:-1])
     if parent is None:
         return "unknown key"
-    allowed = sorted(parent.model_fields)
+    allowed = sorted(field.alias or name for name, field in parent.model_fields.items())
     message = "unknown key"
     key = loc[-1]
     if isinstance(key, str):
@@ -934,6 +921,29 @@ def _parse(
 def parse_config(data: object, *, source: str = "<config>") -> Config:
     """Validate already-parsed YAML/JSON data; raise ConfigError listing every problem."""
     return _parse(data, source, lambda loc: None)
+
+
+def parse_policy_yaml(text: str, *, source: str = "<policy>") -> PolicyConfig:
+    """A `policy` section given on its own (the admin API's SetPolicy), validated like the file's.
+
+    The text is either the mapping under `policy:` or a document with a top-level `policy:` key;
+    empty text is no policy. Problems are located as in the file (`policy.policies[0].name`).
+    """
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.MarkedYAMLError as error:
+        raise ConfigError(source, [_yaml_syntax_problem(error)]) from None
+    if isinstance(data, dict) and set(data) == {"policy"}:
+        data = data["policy"]
+    if data is None:
+        data = {}
+    return _parse({"policy": data}, source, lambda loc: None).policy
+
+
+def policy_yaml(policy: PolicyConfig) -> str:
+    """The `policy` section as YAML, without the keys left at their defaults ("" for no policy)."""
+    data = policy.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return yaml.safe_dump({"policy": data}, sort_keys=False) if data else ""
 
 
 def _yaml_line(node: yaml.Node, loc: tuple[str | int, ...]) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from agentmesh.access_config import compile_access
 from agentmesh.agents.demo import demo_backend
 from agentmesh.agents.factory import BackendSetupError
 from agentmesh.agents.mastra import MASTRA_SERVERS_ENV
@@ -22,6 +24,7 @@ from agentmesh.config import (
     AdminConfig,
     Config,
     ConfigError,
+    ConfigProblem,
     McpConfig,
     NeighborConfig,
     NodeConfig,
@@ -64,7 +67,7 @@ def run_node_command(args: argparse.Namespace) -> int:
             # Without a config file the node stands in for the old proxy: stdio unless told otherwise.
             stdio = args.stdio or (args.config is None and not args.mcp_listen)
             compat = args.config is None or MASTRA_SERVERS_ENV in os.environ
-            asyncio.run(_serve(config, stdio=stdio, compat=compat))
+            asyncio.run(_serve(config, stdio=stdio, compat=compat, config_path=args.config))
         else:
             zero = args.base_port == 0  # one switch for every port: OS-chosen all, for tests
             asyncio.run(_up(args.base_port, 0 if zero else args.mcp_port, 0 if zero else args.metrics_port))
@@ -80,12 +83,34 @@ def run_node_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(node: Node | None = None, config_path: str | None = None) -> None:
+    """Run until SIGINT or SIGTERM; with a config file, SIGHUP reloads it into `node`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    if node is not None and config_path is not None:
+
+        def reload() -> None:
+            task = asyncio.create_task(_reload(node, config_path))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
+
+
+async def _reload(node: Node, path: str) -> None:
+    """SIGHUP: read the file again and apply what can change at run time; a bad file changes nothing."""
+    log = get_logger(node=node.name)
+    try:
+        config = load_config(path)
+        report = await node.reload(config)
+    except (ConfigError, OSError, ValueError) as error:
+        log.error("config_reload_failed", path=path, error=str(error))
+        return
+    log.info("config_reloaded", path=path, **dataclasses.asdict(report))
 
 
 def _old_proxy_config() -> Config:
@@ -122,16 +147,20 @@ async def _operated(node: Node, admin: AdminConfig, metrics_listen: str | None) 
         yield _Endpoints(admin_address, metrics_url)
 
 
-async def _serve(config: Config, *, stdio: bool, compat: bool) -> None:
+async def _serve(config: Config, *, stdio: bool, compat: bool, config_path: str | None = None) -> None:
     directory = MastraDirectory.from_env() if compat else None
     async with contextlib.AsyncExitStack() as stack:
         if directory is not None:
             stack.push_async_callback(directory.aclose)
+        try:
+            access = compile_access(config.access)  # reads secret files: a bad one stops the start here
+        except ValueError as error:
+            raise ConfigError(config_path or "<config>", [ConfigProblem("access", str(error))]) from None
         node = Node(config)
         stack.push_async_callback(node.stop)
         await node.start()
         await stack.enter_async_context(_operated(node, config.admin, config.metrics.listen))
-        server = build_server(node)
+        server = build_server(node, access=access)
         if directory is not None:
             # The old proxy's tools, and the same Mastra agents as routes (server0.weatherAgent, ...).
             register_compat_tools(server, directory)
@@ -139,13 +168,13 @@ async def _serve(config: Config, *, stdio: bool, compat: bool) -> None:
                 await node.host(entry.backend, entry.name)
         if config.mcp.listen is not None:
             host, port = split_host_port(config.mcp.listen)
-            mcp = McpHttpServer(node, server)
+            mcp = McpHttpServer(node, server, access=access)
             await mcp.start(host, port)
             stack.push_async_callback(mcp.stop)
         if stdio:
             await serve_stdio(node, server)  # until the client closes stdin
         else:
-            await _until_signalled()
+            await _until_signalled(node, config_path)
 
 
 def demo_ports(base_port: int, metrics_port: int, index: int) -> tuple[int, int, int]:

@@ -92,18 +92,21 @@ def imported(attrs: PathAttributes, *, internal: bool) -> PathAttributes:
     return attrs
 
 
-def exported_external(attrs: PathAttributes, local_asn: int, next_hop: str, *, local: bool) -> PathAttributes:
+def exported_external(
+    attrs: PathAttributes, local_asn: int, next_hop: str, *, local: bool, med_set_here: bool = False
+) -> PathAttributes:
     """The set sent to an eBGP peer (RFC 4271 §5.1.2-§5.1.5, RFC 4456 §8).
 
     Prepend our ASN, forward calls through us, drop LOCAL_PREF and the reflection attributes, and
-    keep MED only for routes we originate: a MED learned from one AS is not passed to another.
+    keep MED only for routes we originate or whose MED our export policy set: a MED learned from
+    one AS is not passed to another (RFC 4271 §5.1.4).
     """
     return replace(
         attrs,
         as_path=(local_asn, *attrs.as_path),
         next_hop=next_hop,
         local_pref=None,
-        med=attrs.med if local else None,
+        med=attrs.med if local or med_set_here else None,
         originator_id=None,
         cluster_list=(),
     )

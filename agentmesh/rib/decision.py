@@ -85,9 +85,11 @@ class Path:
     attrs: PathAttributes
     source: Source
     rank: Rank
+    #: The attributes as received, when import policy changed them into `attrs` (None: the same).
+    received: PathAttributes | None = None
 
 
-def make_path(attrs: PathAttributes, source: Source) -> Path:
+def make_path(attrs: PathAttributes, source: Source, received: PathAttributes | None = None) -> Path:
     local_pref = DEFAULT_LOCAL_PREF if attrs.local_pref is None else attrs.local_pref
     rank: Rank = (
         -local_pref,
@@ -100,7 +102,7 @@ def make_path(attrs: PathAttributes, source: Source) -> Path:
         attrs.originator_id if attrs.originator_id is not None else source.router_id,
         source.address_rank(),
     )
-    return Path(attrs, source, rank)
+    return Path(attrs, source, rank, received)
 
 
 @dataclass(frozen=True, slots=True)

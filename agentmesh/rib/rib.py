@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -39,6 +39,15 @@ from agentmesh.rib.attributes import (
     malformation,
 )
 from agentmesh.rib.decision import Decision, DecisionReason, Path, Source, decide, make_path, why
+from agentmesh.rib.policy import (
+    AddMed,
+    PolicyChain,
+    RouteContext,
+    RoutingPolicy,
+    SetMed,
+    SubtractMed,
+    Verdict,
+)
 from agentmesh.rib.resolve import ResolutionIndex, longest_match
 
 LOCAL = ""
@@ -94,6 +103,8 @@ class Received:
     announced: int = 0
     withdrawn: int = 0
     changed: int = 0
+    #: Announced names that import policy rejected (kept aside for re-evaluation and explanation).
+    filtered: int = 0
     dropped: Dropped | None = None
     #: When set the UPDATE cannot be repaired: reset the session with this NOTIFICATION.
     error: Notification | None = None
@@ -116,6 +127,10 @@ class _Outbox:
     #: The advertisement interval runs from the end of one burst of announcements to the next.
     next_announcement: float = float("-inf")
     exports: dict[Path, PathAttributes | None] = field(default_factory=dict)
+    #: The export policy towards this peer, and whether its verdict can differ between the names of
+    #: one path (then exports are decided per name and not cached per path).
+    export_chain: PolicyChain | None = None
+    export_per_name: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +155,12 @@ class Rib:
         self._local = Source(LOCAL, asn, router_id, internal=True, local=True)
         self._sources: dict[str, Source] = {LOCAL: self._local}
         self._adj_in: dict[str, dict[str, Path]] = {LOCAL: {}}
-        self._paths: dict[tuple[str, PathAttributes], Path] = {}
+        #: Per source, names its import policy rejected, with their attributes as received: what a
+        #: policy change re-evaluates without asking the peer again, and what `explain` shows.
+        self._filtered: dict[str, dict[str, PathAttributes]] = {LOCAL: {}}
+        self._paths: dict[tuple[str, PathAttributes, PathAttributes | None], Path] = {}
+        self.policy = RoutingPolicy()
+        self._import_chains: dict[str, PolicyChain | None] = {}
         self._loc: dict[str, Path] = {}
         self._out: dict[str, _Outbox] = {}
         self.index = ResolutionIndex()
@@ -159,11 +179,14 @@ class Rib:
         source = Source(key, asn, router_id, internal=asn == self.asn)
         self._sources[key] = source
         self._adj_in[key] = {}
+        self._filtered[key] = {}
         self._out[key] = _Outbox(source, self.next_hop)
+        self._assign_chains(key)
 
     def remove_peer(self, key: str) -> None:
         self.peer_down(key)
-        del self._sources[key], self._adj_in[key], self._out[key]
+        del self._sources[key], self._adj_in[key], self._filtered[key], self._out[key]
+        self._import_chains.pop(key, None)
 
     def peer_up(self, key: str, router_id: int) -> None:
         """The session is Established: queue the whole table, then End-of-RIB (RFC 4724 §2)."""
@@ -187,6 +210,7 @@ class Rib:
         out.end_of_rib_pending = False
         adj = self._adj_in[key]
         self._adj_in[key] = {}
+        self._filtered[key] = {}
         self._paths = {k: p for k, p in self._paths.items() if k[0] != key}
         self._withdraw_paths(key, adj)
 
@@ -215,21 +239,53 @@ class Rib:
                 withdrawn, announced = itertools.chain(update.withdrawn, announced), ()
         changed: dict[str, Path | None] = {}
         adj = self._adj_in[key]
+        filtered = self._filtered[key]
         for name in withdrawn:
             path = adj.pop(name, None)
             if path is not None and self._loc.get(name) is path:
                 changed[name] = path
+            elif filtered:
+                filtered.pop(name, None)
+        rejected = 0
         if announced:
             assert update.attributes is not None
             source = self._sources[key]
-            self._install(
-                adj,
-                self._path(source, imported(update.attributes, internal=source.internal)),
-                announced,
-                changed,
-            )
+            attrs = imported(update.attributes, internal=source.internal)
+            rejected = self._import(source, attrs, announced, changed)
         self._commit(changed)
-        return Received(len(announced), len(update.withdrawn), len(changed), dropped)
+        return Received(len(announced), len(update.withdrawn), len(changed), rejected, dropped)
+
+    def _import(
+        self, source: Source, attrs: PathAttributes, names: Sequence[str], changed: dict[str, Path | None]
+    ) -> int:
+        """Install announced names through the source's import policy; returns how many it rejected."""
+        adj = self._adj_in[source.key]
+        chain = self._import_chains.get(source.key)
+        if chain is None:
+            self._install(adj, self._path(source, attrs), names, changed)
+            return 0
+        attrs = self._pool.intern(attrs)
+        filtered = self._filtered[source.key]
+        rejected = 0
+        for verdict, group in chain.evaluate_many(names, attrs, self._context(source)):
+            if verdict.accepted:
+                received = None if verdict.attrs is attrs else attrs
+                self._install(adj, self._path(source, verdict.attrs, received), group, changed)
+                if filtered:
+                    for name in group:
+                        filtered.pop(name, None)
+                continue
+            rejected += len(group)
+            loc = self._loc
+            for name in group:
+                filtered[name] = attrs  # treated as withdrawn, kept for re-evaluation
+                path = adj.pop(name, None)
+                if path is not None and loc.get(name) is path:
+                    changed.setdefault(name, path)
+        return rejected
+
+    def _context(self, peer: Source) -> RouteContext:
+        return RouteContext(peer.key, peer.asn, self.asn, self.next_hop)
 
     def _unrepairable(self, update: Update) -> Notification | None:
         """Errors in the names themselves: without trustworthy NLRI only a reset is safe (RFC 7606 §5.3)."""
@@ -266,14 +322,15 @@ class Rib:
             )
         return None
 
-    def _path(self, source: Source, attrs: PathAttributes) -> Path:
+    def _path(self, source: Source, attrs: PathAttributes, received: PathAttributes | None = None) -> Path:
         """The shared Path for an attribute set from a source, created (and ranked) once."""
         attrs = self._pool.intern(attrs)
-        path = self._paths.get((source.key, attrs))
+        key = (source.key, attrs, received)
+        path = self._paths.get(key)
         if path is None or path.source is not source:
             if len(self._paths) >= self._collect_at:
                 self.collect()
-            path = self._paths[(source.key, attrs)] = make_path(attrs, source)
+            path = self._paths[key] = make_path(attrs, source, received)
         return path
 
     def collect(self) -> None:
@@ -285,6 +342,9 @@ class Rib:
         live = set(itertools.chain.from_iterable(adj.values() for adj in self._adj_in.values()))
         self._paths = {key: path for key, path in self._paths.items() if path in live}
         in_use = {id(path.attrs) for path in live}
+        in_use.update(id(path.received) for path in live if path.received is not None)
+        for filtered in self._filtered.values():
+            in_use.update(map(id, filtered.values()))
         for out in self._out.values():
             out.exports.clear()
             in_use.update(id(attrs) for attrs in set(out.advertised.values()))
@@ -340,7 +400,7 @@ class Rib:
                 continue
             out.urgent.update(gone)
             for path, names in by_path.items():
-                if self._export_cached(out, path) is not None:
+                if out.export_per_name or self._export_cached(out, path) is not None:
                     out.pending.update(dict.fromkeys(names))
                 else:
                     # The new best cannot go to this peer: withdraw what it has, without delay.
@@ -387,6 +447,72 @@ class Rib:
             self._loc.pop(name, None)
         else:
             self._loc[name] = best
+
+    # -- policy ----------------------------------------------------------------------------
+
+    def set_policy(self, policy: RoutingPolicy) -> int:
+        """Apply new import and export policies to what is already held, without resetting sessions.
+
+        Every route received is evaluated again from its attributes as received (kept in the path,
+        or in the filtered set for rejected names), and every name is queued for every peer, whose
+        Adj-RIB-Out then sends only what changed. Returns how many received routes were evaluated.
+        """
+        self.policy = policy
+        changed: dict[str, Path | None] = {}
+        evaluated = 0
+        for key, source in self._sources.items():
+            if key == LOCAL:
+                continue
+            self._assign_chains(key)
+            evaluated += self._reimport(source, changed)
+        self._commit(changed)
+        for out in self._out.values():
+            out.exports.clear()
+            if out.established:
+                out.pending.update(dict.fromkeys(self._loc))
+        return evaluated
+
+    def _assign_chains(self, key: str) -> None:
+        self._import_chains[key] = self.policy.import_chain(key)
+        out = self._out[key]
+        out.export_chain = self.policy.export_chain(key)
+        out.export_per_name = out.export_chain is not None and out.export_chain.name_dependent
+
+    def _reimport(self, source: Source, changed: dict[str, Path | None]) -> int:
+        """Run the source's routes through its import policy again, grouped by attributes as received."""
+        groups: dict[int, tuple[PathAttributes, list[str]]] = {}
+        received = itertools.chain(
+            ((name, path.received or path.attrs) for name, path in self._adj_in[source.key].items()),
+            self._filtered[source.key].items(),
+        )
+        for name, attrs in list(received):
+            groups.setdefault(id(attrs), (attrs, []))[1].append(name)
+        for attrs, names in groups.values():
+            self._import(source, attrs, names, changed)
+        if self._import_chains.get(source.key) is None:
+            self._filtered[source.key] = {}  # accepted again by `_import` above
+        return sum(len(names) for _, names in groups.values())
+
+    def explain_import(self, key: str, name: str) -> Verdict | None:
+        """How the import policy treated `name` from neighbour `key`; None without a policy or route."""
+        chain = self._import_chains.get(key)
+        if chain is None:
+            return None
+        path = self._adj_in[key].get(name)
+        attrs = (path.received or path.attrs) if path is not None else self._filtered[key].get(name)
+        return None if attrs is None else chain.evaluate(name, attrs, self._context(self._sources[key]))
+
+    def explain_export(self, key: str, name: str) -> Verdict | None:
+        """How the export policy towards `key` treats the current best path of `name`."""
+        out = self._out[key]
+        best = self._loc.get(name)
+        if out.export_chain is None or best is None or not self._may_export(out.source, best):
+            return None
+        return out.export_chain.evaluate(name, best.attrs, self._context(out.source))
+
+    def filtered(self, key: str) -> Iterator[tuple[str, PathAttributes]]:
+        """Names the import policy rejected from `key`, with their attributes as received."""
+        return iter(self._filtered[key].items())
 
     # -- local origination -----------------------------------------------------------------
 
@@ -508,31 +634,62 @@ class Rib:
 
     def _export(self, out: _Outbox, name: str) -> PathAttributes | None:
         best = self._loc.get(name)
-        return None if best is None else self._export_cached(out, best)
+        if best is None:
+            return None
+        if out.export_per_name:
+            return self._export_path(out, best, name)
+        return self._export_cached(out, best)
 
     def _export_cached(self, out: _Outbox, path: Path) -> PathAttributes | None:
         """What `path` is exported as to `out`'s peer, computed once per path and peer."""
         try:
             return out.exports[path]
         except KeyError:
-            exported = out.exports[path] = self._export_path(out.source, path)
+            exported = out.exports[path] = self._export_path(out, path, "")
             return exported
 
-    def _export_path(self, peer: Source, path: Path) -> PathAttributes | None:
-        """What to advertise to `peer` for a best path, or None to advertise nothing (RFC 4271 §9.2)."""
+    def _export_path(self, out: _Outbox, path: Path, name: str) -> PathAttributes | None:
+        """What to advertise to `out`'s peer for a best path, or None to advertise nothing (RFC 4271 §9.2).
+
+        The export policy sees the route after the mandatory rules and before the eBGP/iBGP
+        transforms, so it cannot bring back what those rules hold back, and its AS-path prepends
+        come after this AS's own prepend on the wire.
+        """
+        peer = out.source
+        if not self._may_export(peer, path):
+            return None
+        attrs, med_set_here = path.attrs, False
+        if out.export_chain is not None:
+            verdict = out.export_chain.evaluate(name, attrs, self._context(peer))
+            if not verdict.accepted:
+                return None
+            attrs, med_set_here = verdict.attrs, _sets_med(verdict)
+        return self._transform(peer, path.source, attrs, med_set_here)
+
+    def _may_export(self, peer: Source, path: Path) -> bool:
+        """The export rules no policy overrides (RFC 4271 §9.2, RFC 1997)."""
         source = path.source
         communities = path.attrs.communities
         if source is peer or source.key == peer.key:
-            return None  # never back to the neighbour it came from
+            return False  # never back to the neighbour it came from
         if NO_ADVERTISE in communities:
-            return None  # RFC 1997
+            return False  # RFC 1997
         if peer.internal:
-            if source.internal and not source.local:
-                return None  # iBGP-learned routes are not sent to iBGP peers (RFC 4271 §9.2.1)
-            return self._pool.intern(exported_internal(path.attrs))
-        if NO_EXPORT in communities:
-            return None  # RFC 1997: not outside the AS
-        return self._pool.intern(exported_external(path.attrs, self.asn, self.next_hop, local=source.local))
+            # iBGP-learned routes are not sent to iBGP peers (RFC 4271 §9.2.1)
+            return not (source.internal and not source.local)
+        return NO_EXPORT not in communities  # RFC 1997: not outside the AS
+
+    def _transform(
+        self, peer: Source, source: Source, attrs: PathAttributes, med_set_here: bool
+    ) -> PathAttributes | None:
+        if peer.internal:
+            return self._pool.intern(exported_internal(attrs))
+        if NO_EXPORT in attrs.communities:
+            return None  # added by export policy: the route stays inside the AS
+        exported = exported_external(
+            attrs, self.asn, self.next_hop, local=source.local, med_set_here=med_set_here
+        )
+        return self._pool.intern(exported)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -600,3 +757,8 @@ def _chunks(names: list[str]) -> Iterator[tuple[str, ...]]:
     per_update = max(1, UPDATE_NAME_BYTES // (max(map(len, names)) + 4))
     for start in range(0, len(names), per_update):
         yield tuple(names[start : start + per_update])
+
+
+def _sets_med(verdict: Verdict) -> bool:
+    """Whether a statement of the verdict set or changed the MED (which an eBGP export then keeps)."""
+    return any(isinstance(a, SetMed | AddMed | SubtractMed) for step in verdict.trail for a in step.actions)

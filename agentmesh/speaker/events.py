@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from agentmesh.bgp.fsm import Reason, State
 from agentmesh.bgp.messages import Notification, PathAttributes
 from agentmesh.rib.decision import Path
+from agentmesh.rib.policy import Verdict
 from agentmesh.rib.rib import ChangeReason
 
 #: Live events a watcher may have unread before it is cut off.
@@ -43,6 +44,10 @@ class RouteEntry:
     #: The neighbour it came from ("" when originated here); in an Adj-RIB-Out, the one it went to.
     peer: str
     best: bool
+    #: Rejected by import policy (listed in the Adj-RIB-In, but no candidate).
+    filtered: bool = False
+    #: How policy treated it, when asked for and a policy applies.
+    verdict: Verdict | None = None
 
 
 @dataclass(frozen=True, slots=True)

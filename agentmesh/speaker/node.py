@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import random
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
+from agentmesh.access_config import compile_call_policy
 from agentmesh.agents.base import AgentRequest, Backend
 from agentmesh.agents.factory import build_backend
 from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
@@ -59,7 +61,9 @@ from agentmesh.bgp.peer import ConnectionRefused, Peer, PeerEffect
 from agentmesh.config import Config, NeighborConfig, join_host_port, router_id_to_int, split_host_port
 from agentmesh.obs.logging import get_logger
 from agentmesh.obs.metrics import NodeMetrics
+from agentmesh.policy_config import PolicyConfig, build_routing_policy
 from agentmesh.rib.decision import Decision, Path
+from agentmesh.rib.policy import RoutingPolicy, Verdict
 from agentmesh.rib.resolve import glob_matches
 from agentmesh.rib.rib import Rib, RibCounts
 from agentmesh.speaker.connection import Connection, Received
@@ -118,6 +122,33 @@ class PeerStatus:
     routes_received: int
     routes_advertised: int
     seconds_in_state: float
+
+
+#: Config sections a running node cannot take on by reload.
+_RESTART_SECTIONS = ("node", "timers", "mcp", "admin", "metrics", "agents")
+
+
+@dataclass(slots=True)
+class Reloaded:
+    """What a configuration reload did."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    #: Changed neighbours whose session had to be reset (they changed what it negotiated).
+    reset: list[str] = field(default_factory=list)
+    reevaluated: int = 0
+    #: Sections that changed but apply only after a restart.
+    restart_needed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """How a name resolves: the Loc-RIB entry serving it, the decision, each candidate's import verdict."""
+
+    entry: str
+    decision: Decision
+    #: Per candidate of `decision.ranked`: how import policy treated it (None: no policy applied).
+    verdicts: tuple[Verdict | None, ...]
 
 
 class RouteTable(Enum):
@@ -192,7 +223,14 @@ class Node:
 
     async def start(self) -> None:
         """Bind the gRPC server, start the owner task and enable every configured neighbour."""
-        self.forwarder = Forwarder(self.name, self.router_id, self.resolve, observe=self.metrics.call)
+        self.forwarder = Forwarder(
+            self.name,
+            self.router_id,
+            self.resolve,
+            observe=self.metrics.call,
+            asn=self.asn,
+            call_policy=compile_call_policy(self.config.access),
+        )
         forwarding = ForwardingServicer(self.name, self.forwarder.call, self.forwarder.stream)
         self._server = GrpcServer(self.config.node.listen, self._accept_stream, forwarding)
         port = await self._server.start()
@@ -206,6 +244,8 @@ class Node:
             self.advertise_address,
             self.config.timers.min_advertisement_interval,
         )
+        self.policy = self.config.policy
+        self.rib.set_policy(self._routing_policy(self.policy, list(self.config.neighbors)))
         self.started_at = self._now()
         # Readiness waits for the initial table exchange with the configured neighbours (RFC 4724 §2:
         # End-of-RIB both ways), or for the timeout, whichever comes first.
@@ -341,11 +381,13 @@ class Node:
             self._post(lambda: self._unsubscribe(subscription))
 
     async def routes(
-        self, table: RouteTable, peer: str | None = None, pattern: str | None = None
+        self, table: RouteTable, peer: str | None = None, pattern: str | None = None, *, explain: bool = False
     ) -> list[RouteEntry]:
-        """A table's routes sorted by name (then peer); `peer` is required for the per-neighbour tables.
+        """A table's routes sorted by name; `peer` is required for the per-neighbour tables.
 
-        The owner only copies the table; filtering and sorting happen outside it.
+        The Adj-RIB-In lists the routes import policy rejected too (`filtered`). With `explain`, each
+        route carries its policy verdict. The owner only copies the table; filtering and sorting
+        happen outside it.
         """
         if table is not RouteTable.LOC_RIB and not peer:
             raise ValueError(f"the {table.value} is kept per neighbour: give a peer")
@@ -358,7 +400,9 @@ class Node:
         elif table is RouteTable.ADJ_RIB_IN:
             assert peer is not None
             received = await self.call(lambda: self._adj_rib_in(peer))
-            entries = [RouteEntry(name, path.attrs, peer, chosen) for name, path, chosen in received]
+            entries = [
+                RouteEntry(name, attrs, peer, chosen, filtered) for name, attrs, chosen, filtered in received
+            ]
         else:
             assert peer is not None
             sent = await self.call(lambda: self._adj_rib_out(peer))
@@ -366,7 +410,57 @@ class Node:
         if pattern and table is not RouteTable.LOC_RIB:
             entries = [entry for entry in entries if glob_matches(pattern, entry.name)]
         entries.sort(key=lambda entry: entry.name)
+        if explain:
+            export = table is RouteTable.ADJ_RIB_OUT
+            verdicts = await self.call(
+                lambda: [self._verdict(e.peer, e.name, export=export) for e in entries]
+            )
+            entries = [dataclasses.replace(e, verdict=v) for e, v in zip(entries, verdicts, strict=True)]
         return entries
+
+    async def reload(self, config: Config) -> Reloaded:
+        """Apply a changed configuration file: neighbours and policy at once, without a restart.
+
+        Neighbours that appeared are added and those gone are removed (Cease/Peer De-configured);
+        changed ones are updated, their session reset only if it negotiated what changed. The policy
+        is then replaced as by `set_policy`. Other sections need a restart: they are reported.
+        """
+        old = {n.address: n for n in self.config.neighbors}
+        new = {n.address: n for n in config.neighbors}
+        report = Reloaded(
+            added=sorted(new.keys() - old.keys()),
+            removed=sorted(old.keys() - new.keys()),
+            restart_needed=[
+                key for key in _RESTART_SECTIONS if getattr(config, key) != getattr(self.config, key)
+            ],
+        )
+        for address in report.removed:
+            with contextlib.suppress(UnknownPeer):  # removed through the admin API already
+                await self.remove_neighbor(address)
+        for address, neighbor in new.items():
+            if address in old and neighbor != old[address]:
+                report.reset += [address] if await self._reload_neighbor(neighbor) else []
+        for address in report.added:
+            with contextlib.suppress(PeerExists):  # added through the admin API already
+                await self.add_neighbor(new[address])
+        self.config = self.config.model_copy(update={"neighbors": config.neighbors, "policy": config.policy})
+        report.reevaluated = await self.set_policy(config.policy)
+        return report
+
+    async def _reload_neighbor(self, neighbor: NeighborConfig) -> bool:
+        try:
+            return await self.update_neighbor(neighbor)
+        except UnknownPeer:  # deleted through the admin API meanwhile: the file brings it back
+            await self.add_neighbor(neighbor)
+            return False
+
+    async def set_policy(self, policy: PolicyConfig) -> int:
+        """Replace the routing policy; returns how many received routes were evaluated again.
+
+        Per-neighbour assignments stay as configured; raises ValueError if one names a policy the
+        new section does not define.
+        """
+        return await self.call(lambda: self._set_policy(policy))
 
     def watch(self) -> asyncio.Queue[PeerStateEvent]:
         """A queue that receives every neighbour state change from now on."""
@@ -479,11 +573,23 @@ class Node:
 
     async def resolve_explained(self, name: str) -> tuple[str, Decision] | None:
         """`resolve` and `explain` of the entry found, in one step so both see the same table."""
+        found = await self.resolve_with_policy(name)
+        return None if found is None else (found.entry, found.decision)
 
-        def lookup() -> tuple[str, Decision] | None:
+    async def resolve_with_policy(self, name: str) -> Resolution | None:
+        """`resolve` and `explain` of the entry found, with each candidate's import policy verdict.
+
+        One owner step, so that all of it describes the same table.
+        """
+
+        def lookup() -> Resolution | None:
             found = self.rib.lookup(name)
             decision = None if found is None else self.rib.explain(found[0])
-            return None if found is None or decision is None else (found[0], decision)
+            if found is None or decision is None:
+                return None
+            entry = found[0]
+            verdicts = tuple(self._verdict(path.source.key, entry, export=False) for path in decision.ranked)
+            return Resolution(entry, decision, verdicts)
 
         return await self.call(lookup)
 
@@ -592,8 +698,10 @@ class Node:
 
     def _update_neighbor(self, config: NeighborConfig) -> bool:
         neighbor = self._neighbor(config.address)
-        if config.model_copy(update={"description": neighbor.config.description}) == neighbor.config:
-            neighbor.config = config  # nothing the session negotiated: no reason to disturb it
+        if _session_settings(config) == _session_settings(neighbor.config):
+            # Nothing the session negotiated changed: no reason to disturb it. A changed policy
+            # assignment takes effect with the next `set_policy`, which re-evaluates the routes.
+            neighbor.config = config
             return False
         enabled = neighbor.peer.enabled
         self._remove_neighbor(config.address, cease(CeaseSubcode.OTHER_CONFIGURATION_CHANGE))
@@ -676,11 +784,28 @@ class Node:
         self._neighbor(peer)
         return list(self.rib.adj_rib_out(peer))
 
-    def _adj_rib_in(self, peer: str) -> list[tuple[str, Path, bool]]:
-        """The neighbour's Adj-RIB-In, each path with whether it is the best for its name."""
+    def _adj_rib_in(self, peer: str) -> list[tuple[str, PathAttributes, bool, bool]]:
+        """The neighbour's Adj-RIB-In: (name, attributes, best, filtered by import policy)."""
         self._neighbor(peer)
         best = self.rib.best
-        return [(name, path, best(name) is path) for name, path in self.rib.adj_rib_in(peer)]
+        rows = [(name, path.attrs, best(name) is path, False) for name, path in self.rib.adj_rib_in(peer)]
+        return rows + [(name, attrs, False, True) for name, attrs in self.rib.filtered(peer)]
+
+    def _verdict(self, peer: str, name: str, *, export: bool) -> Verdict | None:
+        if not peer:
+            return None  # originated here: no import policy applies
+        return self.rib.explain_export(peer, name) if export else self.rib.explain_import(peer, name)
+
+    def _routing_policy(self, policy: PolicyConfig, neighbors: list[NeighborConfig]) -> RoutingPolicy:
+        assignments = {n.address: (n.import_policy, n.export_policy) for n in neighbors}
+        return build_routing_policy(policy, assignments)
+
+    def _set_policy(self, policy: PolicyConfig) -> int:
+        built = self._routing_policy(policy, [n.config for n in self._neighbors.values()])
+        self.policy = policy
+        counts = self.rib.set_policy(built)
+        self._log.info("policy_changed", reevaluated=counts)
+        return counts
 
     def _become_ready(self, why: str) -> None:
         if self.ready:
@@ -955,3 +1080,8 @@ class Node:
             suberror=subcode,
             text=notification.shutdown_communication,
         )
+
+
+def _session_settings(neighbor: NeighborConfig) -> NeighborConfig:
+    """What of a neighbour's configuration its session negotiates (the rest changes in place)."""
+    return neighbor.model_copy(update={"description": "", "import_policy": None, "export_policy": None})

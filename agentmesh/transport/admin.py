@@ -24,7 +24,17 @@ from pydantic import ValidationError
 from agentmesh.agents.base import CallFailure
 from agentmesh.bgp.fsm import State
 from agentmesh.bgp.messages import AgentAttributes, BackendProtocol, Notification
-from agentmesh.config import NeighborConfig, int_to_router_id, is_loopback, join_host_port, split_host_port
+from agentmesh.config import (
+    ConfigError,
+    NeighborConfig,
+    int_to_router_id,
+    is_loopback,
+    join_host_port,
+    parse_policy_yaml,
+    policy_yaml,
+    split_host_port,
+)
+from agentmesh.rib.policy import Verdict
 from agentmesh.rib.rib import LOCAL
 from agentmesh.speaker.events import NodeEvent, PeerStateEvent, RouteEntry, RouteEvent, WatcherOverflow
 from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT
@@ -210,7 +220,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if request.table not in _TABLES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"table: unknown table {request.table}")
         table = _TABLES[request.table]
-        work = self._node.routes(table, request.peer or None, request.name or None)
+        work = self._node.routes(table, request.peer or None, request.name or None, explain=request.explain)
         entries = await self._run(context, work)
         for start in range(0, len(entries), batch):
             yield pb.ListRoutesResponse(routes=[_route(e) for e in entries[start : start + batch]])
@@ -239,12 +249,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> pb.ResolveAgentResponse:
         if not request.name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name: give an agent name")
-        found = await self._node.resolve_explained(request.name)
+        found = await self._node.resolve_with_policy(request.name)
         if found is None:
             return pb.ResolveAgentResponse(found=False)
-        entry, decision = found
+        entry, decision = found.entry, found.decision
         routes = [
-            _route(RouteEntry(entry, p.attrs, p.source.key, p is decision.best)) for p in decision.ranked
+            _route(RouteEntry(entry, path.attrs, path.source.key, path is decision.best, verdict=verdict))
+            for path, verdict in zip(decision.ranked, found.verdicts, strict=True)
         ]
         return pb.ResolveAgentResponse(
             found=True, entry=entry, best=routes[0], reason=decision.reason.value, alternatives=routes[1:]
@@ -269,6 +280,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return pb.CallAgentResponse(result=encode_result(served), elapsed_seconds=time.monotonic() - started)
 
     # -- events ----------------------------------------------------------------------------
+
+    async def GetPolicy(self, request: pb.GetPolicyRequest, context: Context) -> pb.GetPolicyResponse:
+        return pb.GetPolicyResponse(policy_yaml=policy_yaml(self._node.policy))
+
+    async def SetPolicy(self, request: pb.SetPolicyRequest, context: Context) -> pb.SetPolicyResponse:
+        try:
+            policy = parse_policy_yaml(request.policy_yaml)
+        except ConfigError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        reevaluated = await self._run(context, self._node.set_policy(policy))
+        return pb.SetPolicyResponse(reevaluated=reevaluated)
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
@@ -360,8 +382,27 @@ def _peer(status: PeerStatus) -> pb.Peer:
 def _route(entry: RouteEntry) -> pb.Route:
     peer = "" if entry.peer == LOCAL else entry.peer
     return pb.Route(
-        name=entry.name, attributes=codec.encode_attributes(entry.attrs), peer=peer, best=entry.best
+        name=entry.name,
+        attributes=codec.encode_attributes(entry.attrs),
+        peer=peer,
+        best=entry.best,
+        filtered=entry.filtered,
+        policy_trail=_trail(entry.verdict),
     )
+
+
+def _trail(verdict: Verdict | None) -> list[pb.PolicyStep]:
+    if verdict is None:
+        return []
+    return [
+        pb.PolicyStep(
+            policy=step.policy,
+            statement=step.statement,
+            outcome=step.outcome.value,
+            actions=[str(action) for action in step.actions],
+        )
+        for step in verdict.trail
+    ]
 
 
 def _event(sequence: int, event: NodeEvent) -> pb.WatchEventsResponse:

@@ -763,6 +763,8 @@ class Route(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     PEER_FIELD_NUMBER: _builtins.int
     BEST_FIELD_NUMBER: _builtins.int
+    FILTERED_FIELD_NUMBER: _builtins.int
+    POLICY_TRAIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The agent name or aggregate."""
     peer: _builtins.str
@@ -771,9 +773,17 @@ class Route(_message.Message):
     """
     best: _builtins.bool
     """Whether it is the best path for its name."""
+    filtered: _builtins.bool
+    """Rejected by import policy: received, but not a candidate (Adj-RIB-In listings only)."""
     @_builtins.property
     def attributes(self) -> _bgp_pb2.PathAttributes:
         """Its path attributes."""
+
+    @_builtins.property
+    def policy_trail(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyStep]:
+        """How policy treated it (import policy for received routes, export policy in an Adj-RIB-Out
+        listing); filled by ResolveAgent, and by ListRoutes when `explain` is set. Empty without a policy.
+        """
 
     def __init__(
         self,
@@ -782,14 +792,54 @@ class Route(_message.Message):
         attributes: _bgp_pb2.PathAttributes | None = ...,
         peer: _builtins.str = ...,
         best: _builtins.bool = ...,
+        filtered: _builtins.bool = ...,
+        policy_trail: _abc.Iterable[Global___PolicyStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "best", b"best", "name", b"name", "peer", b"peer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "best", b"best", "filtered", b"filtered", "name", b"name", "peer", b"peer", "policy_trail", b"policy_trail"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class PolicyStep(_message.Message):
+    """One step of a policy verdict: a statement that matched, or the default that decided."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    policy: _builtins.str
+    """The policy; empty for the default."""
+    statement: _builtins.str
+    """The statement; empty for the default."""
+    outcome: _builtins.str
+    """"accepted", "rejected", "continued" (actions applied, evaluation went on),
+    "default_accepted" or "default_rejected".
+    """
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The actions applied, as text (for example "local_pref=200", "prepend 65001 x2")."""
+
+    def __init__(
+        self,
+        *,
+        policy: _builtins.str = ...,
+        statement: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        actions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "outcome", b"outcome", "policy", b"policy", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyStep: _TypeAlias = PolicyStep  # noqa: Y015
 
 @_typing.final
 class ListRoutesRequest(_message.Message):
@@ -801,6 +851,7 @@ class ListRoutesRequest(_message.Message):
     PEER_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     table: Global___Table.ValueType
     """The table; Loc-RIB when unspecified."""
     peer: _builtins.str
@@ -813,6 +864,8 @@ class ListRoutesRequest(_message.Message):
     """
     batch_size: _builtins.int
     """Routes per response message: 1-10000, 1000 when 0."""
+    explain: _builtins.bool
+    """Fill each route's policy trail (costs a policy evaluation per route)."""
     def __init__(
         self,
         *,
@@ -820,10 +873,11 @@ class ListRoutesRequest(_message.Message):
         peer: _builtins.str = ...,
         name: _builtins.str = ...,
         batch_size: _builtins.int = ...,
+        explain: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "name", b"name", "peer", b"peer", "table", b"table"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "explain", b"explain", "name", b"name", "peer", b"peer", "table", b"table"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1087,6 +1141,91 @@ class CallAgentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___CallAgentResponse: _TypeAlias = CallAgentResponse  # noqa: Y015
+
+@_typing.final
+class GetPolicyRequest(_message.Message):
+    """Request of GetPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyRequest: _TypeAlias = GetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetPolicyResponse(_message.Message):
+    """Response of GetPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_YAML_FIELD_NUMBER: _builtins.int
+    policy_yaml: _builtins.str
+    """The `policy` section as YAML; empty when no policy is configured."""
+    def __init__(
+        self,
+        *,
+        policy_yaml: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_yaml", b"policy_yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyResponse: _TypeAlias = GetPolicyResponse  # noqa: Y015
+
+@_typing.final
+class SetPolicyRequest(_message.Message):
+    """Request of SetPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_YAML_FIELD_NUMBER: _builtins.int
+    policy_yaml: _builtins.str
+    """The new `policy` section as YAML (the mapping under the `policy:` key, or a document with a
+    top-level `policy:` key); empty to remove every policy.
+    """
+    def __init__(
+        self,
+        *,
+        policy_yaml: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_yaml", b"policy_yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPolicyRequest: _TypeAlias = SetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetPolicyResponse(_message.Message):
+    """Response of SetPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REEVALUATED_FIELD_NUMBER: _builtins.int
+    reevaluated: _builtins.int
+    """Received routes whose import verdict was evaluated again."""
+    def __init__(
+        self,
+        *,
+        reevaluated: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reevaluated", b"reevaluated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPolicyResponse: _TypeAlias = SetPolicyResponse  # noqa: Y015
 
 @_typing.final
 class WatchEventsRequest(_message.Message):

@@ -110,6 +110,16 @@ class AdminServiceStub:
                 request_serializer=agentmesh_dot_v1_dot_admin__pb2.CallAgentRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_admin__pb2.CallAgentResponse.FromString,
                 _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/agentmesh.v1.AdminService/GetPolicy',
+                request_serializer=agentmesh_dot_v1_dot_admin__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_admin__pb2.GetPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetPolicy = channel.unary_unary(
+                '/agentmesh.v1.AdminService/SetPolicy',
+                request_serializer=agentmesh_dot_v1_dot_admin__pb2.SetPolicyRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_admin__pb2.SetPolicyResponse.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/agentmesh.v1.AdminService/WatchEvents',
                 request_serializer=agentmesh_dot_v1_dot_admin__pb2.WatchEventsRequest.SerializeToString,
@@ -225,6 +235,22 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPolicy(self, request, context):
+        """GetPolicy returns the routing policy in force, as the YAML of the config's `policy` section.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPolicy(self, request, context):
+        """SetPolicy replaces the routing policy (defined sets, policies, global assignments) at run time:
+        what was received is evaluated again and what changed is re-advertised, without resetting
+        any session. Per-neighbour assignments stay as configured and must still resolve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """WatchEvents streams a snapshot of the current state, an end-of-snapshot
         marker, then live events. Events are numbered 1, 2, 3... per stream, so a
@@ -302,6 +328,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.CallAgent,
                     request_deserializer=agentmesh_dot_v1_dot_admin__pb2.CallAgentRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_admin__pb2.CallAgentResponse.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=agentmesh_dot_v1_dot_admin__pb2.GetPolicyRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_admin__pb2.GetPolicyResponse.SerializeToString,
+            ),
+            'SetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPolicy,
+                    request_deserializer=agentmesh_dot_v1_dot_admin__pb2.SetPolicyRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_admin__pb2.SetPolicyResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -671,6 +707,60 @@ class AdminService:
             '/agentmesh.v1.AdminService/CallAgent',
             agentmesh_dot_v1_dot_admin__pb2.CallAgentRequest.SerializeToString,
             agentmesh_dot_v1_dot_admin__pb2.CallAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.AdminService/GetPolicy',
+            agentmesh_dot_v1_dot_admin__pb2.GetPolicyRequest.SerializeToString,
+            agentmesh_dot_v1_dot_admin__pb2.GetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.AdminService/SetPolicy',
+            agentmesh_dot_v1_dot_admin__pb2.SetPolicyRequest.SerializeToString,
+            agentmesh_dot_v1_dot_admin__pb2.SetPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,13 @@ class AdminServiceStub:
     """
     CallAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CallAgentRequest, _admin_pb2.CallAgentResponse]
     """CallAgent calls an agent anywhere in the mesh through this node."""
+    GetPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetPolicyRequest, _admin_pb2.GetPolicyResponse]
+    """GetPolicy returns the routing policy in force, as the YAML of the config's `policy` section."""
+    SetPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetPolicyRequest, _admin_pb2.SetPolicyResponse]
+    """SetPolicy replaces the routing policy (defined sets, policies, global assignments) at run time:
+    what was received is evaluated again and what changed is re-advertised, without resetting
+    any session. Per-neighbour assignments stay as configured and must still resolve.
+    """
     WatchEvents: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchEventsRequest, _admin_pb2.WatchEventsResponse]
     """WatchEvents streams a snapshot of the current state, an end-of-snapshot
     marker, then live events. Events are numbered 1, 2, 3... per stream, so a
@@ -131,6 +138,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     CallAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.CallAgentRequest, _admin_pb2.CallAgentResponse]  # type: ignore[assignment]
     """CallAgent calls an agent anywhere in the mesh through this node."""
+    GetPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetPolicyRequest, _admin_pb2.GetPolicyResponse]  # type: ignore[assignment]
+    """GetPolicy returns the routing policy in force, as the YAML of the config's `policy` section."""
+    SetPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetPolicyRequest, _admin_pb2.SetPolicyResponse]  # type: ignore[assignment]
+    """SetPolicy replaces the routing policy (defined sets, policies, global assignments) at run time:
+    what was received is evaluated again and what changed is re-advertised, without resetting
+    any session. Per-neighbour assignments stay as configured and must still resolve.
+    """
     WatchEvents: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchEventsRequest, _admin_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """WatchEvents streams a snapshot of the current state, an end-of-snapshot
     marker, then live events. Events are numbered 1, 2, 3... per stream, so a
@@ -261,6 +275,25 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.CallAgentResponse, _abc.Awaitable[_admin_pb2.CallAgentResponse]]:
         """CallAgent calls an agent anywhere in the mesh through this node."""
+
+    @_abc_1.abstractmethod
+    def GetPolicy(
+        self,
+        request: _admin_pb2.GetPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetPolicyResponse, _abc.Awaitable[_admin_pb2.GetPolicyResponse]]:
+        """GetPolicy returns the routing policy in force, as the YAML of the config's `policy` section."""
+
+    @_abc_1.abstractmethod
+    def SetPolicy(
+        self,
+        request: _admin_pb2.SetPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetPolicyResponse, _abc.Awaitable[_admin_pb2.SetPolicyResponse]]:
+        """SetPolicy replaces the routing policy (defined sets, policies, global assignments) at run time:
+        what was received is evaluated again and what changed is re-advertised, without resetting
+        any session. Per-neighbour assignments stay as configured and must still resolve.
+        """
 
     @_abc_1.abstractmethod
     def WatchEvents(

@@ -86,7 +86,7 @@ async def test_list_shows_the_services_of_both_servers(mesh: Mesh) -> None:
         "grpc.reflection.v1alpha.ServerReflection",
     ]
     methods = (await grpcurl(admin, "list", "agentmesh.v1.AdminService")).split()
-    assert "agentmesh.v1.AdminService.WatchEvents" in methods and len(methods) == 14
+    assert "agentmesh.v1.AdminService.WatchEvents" in methods and len(methods) == 16
 
 
 async def test_describe_shows_the_rpcs_and_messages(mesh: Mesh) -> None:

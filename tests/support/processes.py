@@ -93,6 +93,8 @@ def node_processes() -> Iterator[list[NodeProcess]]:
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:
+    """A node config file; its admin API on an OS-chosen port unless given (never the shared default)."""
+    data = {"admin": {"listen": "127.0.0.1:0"}, **data}
     path.write_text(yaml.safe_dump(data))
     return path
 

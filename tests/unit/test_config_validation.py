@@ -724,30 +724,54 @@ def test_three_node_example_is_a_full_mesh() -> None:
 
 # --------------------------------------------------------------------------- documentation
 
-_DOC_KEY_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|", re.MULTILINE)
+_DOC_KEY_CELL = re.compile(r"^\|([^|\n]*`[^|\n]*)\|", re.MULTILINE)
+_BACKTICKED = re.compile(r"`([^`]+)`")
+#: Sections with a reference of their own; configuration.md documents only their top-level key.
+_SECTION_DOCS = {"policy.": "policy.md", "access.": "access-control.md"}
+_SECTION_KEYS = ("neighbors[].import_policy.", "neighbors[].export_policy.")
 
 
 def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every key of the YAML (aliases as written), `[]` marking a list of mappings."""
     keys: set[str] = set()
     for name, field in model.model_fields.items():
-        key = prefix + name
+        key = prefix + (field.alias or name)
         keys.add(key)
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys |= _model_keys(annotation, key + ".")
-        for arg in typing.get_args(annotation):
+        args = typing.get_args(annotation)
+        optional = type(None) in args  # `Model | None` is a mapping, not a list of them
+        for arg in args:
             if isinstance(arg, type) and issubclass(arg, BaseModel):
-                keys |= _model_keys(arg, key + "[].")
+                keys |= _model_keys(arg, key + ("." if optional else "[]."))
     return keys
 
 
+def _table_keys(path: Path) -> set[str]:
+    """Keys in the first cell of the doc's tables (a cell may name several: `a`, `b`)."""
+    text = path.read_text(encoding="utf-8")
+    return {key for cell in _DOC_KEY_CELL.findall(text) for key in _BACKTICKED.findall(cell)}
+
+
 def _documented_keys() -> set[str]:
-    return set(_DOC_KEY_ROW.findall(DOCS.read_text(encoding="utf-8")))
+    return _table_keys(DOCS)
+
+
+def _owning_doc(key: str) -> Path | None:
+    """The doc that must describe `key` when it belongs to a section with its own reference."""
+    if key.startswith(_SECTION_KEYS):
+        return DOCS.parent / "policy.md"
+    for prefix, doc in _SECTION_DOCS.items():
+        if key.startswith(prefix):
+            return DOCS.parent / doc
+    return None
 
 
 def test_model_keys_helper_sees_every_model() -> None:
     keys = _model_keys(Config)
-    assert {"node.router_id", "timers.hold_time", "neighbors[].passive"} <= keys
+    assert {"node.router_id", "timers.hold_time", "neighbors[].passive", "policy.import"} <= keys
+    assert "neighbors[].import_policy.default" in keys and "policy.import_" not in keys
     models = (
         Config,
         NodeConfig,
@@ -759,18 +783,36 @@ def test_model_keys_helper_sees_every_model() -> None:
         BackendConfig,
         LocalFunctionConfig,
     )
-    count = sum(len(m.model_fields) for m in models)
-    assert len(keys) == count
+    outside_sections = {k for k in keys if _owning_doc(k) is None}
+    assert len(outside_sections) == sum(len(m.model_fields) for m in models)
 
 
 def test_every_config_key_is_documented() -> None:
-    missing = _model_keys(Config) - _documented_keys()
+    keys = _model_keys(Config)
+    missing = {k for k in keys if _owning_doc(k) is None} - _documented_keys()
     assert not missing, f"keys missing from the table in {DOCS.name}: {sorted(missing)}"
 
 
+def test_keys_of_sections_with_their_own_reference_are_documented_there() -> None:
+    """A full key in a table row, or its last part named in the text (condition and action tables)."""
+    for key in _model_keys(Config):
+        doc = _owning_doc(key)
+        if doc is None:
+            continue
+        leaf = key.rsplit(".", 1)[-1].removesuffix("[]")
+        text = doc.read_text(encoding="utf-8")
+        described = key in _table_keys(doc) or re.search(rf"\b{re.escape(leaf)}\b", text) is not None
+        assert described, f"{key} is not described in {doc.name}"
+
+
 def test_every_documented_key_exists() -> None:
-    unknown = _documented_keys() - _model_keys(Config)
+    known = _model_keys(Config)
+    unknown = _documented_keys() - known
     assert not unknown, f"{DOCS.name} documents keys the configuration does not have: {sorted(unknown)}"
+    policy_keys = {
+        k for k in _table_keys(DOCS.parent / "policy.md") if k.startswith(("policy", "neighbors[]"))
+    }
+    assert not policy_keys - known, f"policy.md documents unknown keys: {sorted(policy_keys - known)}"
 
 
 def test_documentation_full_example_is_valid() -> None:
@@ -788,7 +830,7 @@ def test_documentation_full_example_is_valid() -> None:
     }
     used = set().union(*(n.model_fields_set for n in config.neighbors))
     assert {f"neighbors[].{k}" for k in used} == {
-        k for k in _model_keys(Config) if k.startswith("neighbors[].")
+        k for k in _model_keys(Config) if k.startswith("neighbors[].") and _owning_doc(k) is None
     }
 
 
