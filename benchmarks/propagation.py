@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from policy_eval import POLICY, partner_names  # the sibling benchmark: the same 20-statement policy
 
 from agentmesh.bgp.fsm import State
 from agentmesh.bgp.messages import KEEPALIVE, AgentAttributes, Open, Origin, PathAttributes, Update
@@ -160,6 +161,7 @@ class NutProcess:
         *,
         injector_dials: bool,
         mrai: float | None,
+        policy: dict[str, Any] | None = None,
     ) -> None:
         timers: dict[str, float] = {
             "hold_time": HOLD_TIME,
@@ -181,6 +183,8 @@ class NutProcess:
                 {"address": monitor, "asn": MONITOR[1], "description": "monitor"},
             ],
         }
+        if policy is not None:
+            config["policy"] = policy
         config_path = workdir / f"nut-{routes}.yaml"
         config_path.write_text(yaml.safe_dump(config))
         self.address = f"127.0.0.1:{port}"
@@ -538,7 +542,9 @@ async def timed(
     return Phase(seconds, call_seconds or seconds, first or seconds, cpu)
 
 
-async def run_one(routes: int, workdir: Path, ends: str, raw: bool, mrai: float | None) -> Result:
+async def run_one(
+    routes: int, workdir: Path, ends: str, raw: bool, mrai: float | None, policy: dict[str, Any] | None
+) -> Result:
     timeout = 120 + routes / 2_000
     injector: Endpoint
     monitor: Endpoint
@@ -559,7 +565,14 @@ async def run_one(routes: int, workdir: Path, ends: str, raw: bool, mrai: float 
         for end in dialled:
             await end.peer_with(nut_address)
         nut = NutProcess(
-            workdir, routes, port, injector.address, monitor.address, injector_dials=raw, mrai=mrai
+            workdir,
+            routes,
+            port,
+            injector.address,
+            monitor.address,
+            injector_dials=raw,
+            mrai=mrai,
+            policy=policy,
         )
         if raw:
             await injector.peer_with(nut.address)
@@ -633,7 +646,9 @@ def summary(results: list[Result], setup: str) -> None:
         )
 
 
-async def run(sizes: list[int], ends: str, raw: bool, mrai: float | None, setup: str) -> None:
+async def run(
+    sizes: list[int], ends: str, raw: bool, mrai: float | None, policy: dict[str, Any] | None, setup: str
+) -> None:
     # SIGTERM does what asyncio.run does for Ctrl-C: cancel this task alone, so that its cleanup still has
     # the nodes' owner tasks to talk to, and every child process is stopped.
     main_task = asyncio.current_task()
@@ -643,7 +658,7 @@ async def run(sizes: list[int], ends: str, raw: bool, mrai: float | None, setup:
     results = []
     with tempfile.TemporaryDirectory(prefix="agentmesh-bench-") as tmp:
         for routes in sizes:
-            result = await run_one(routes, Path(tmp), ends, raw, mrai)
+            result = await run_one(routes, Path(tmp), ends, raw, mrai, policy)
             report(result)
             results.append(result)
     summary(results, setup)
@@ -672,6 +687,12 @@ def main() -> int:
         type=float,
         help="the NUT's timers.min_advertisement_interval in seconds (default: the node's default, 0.1)",
     )
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="give the NUT the 20-statement import policy of benchmarks/policy_eval.py (it accepts"
+        " every benchmark route, after evaluating them)",
+    )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--asn", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--router-id", help=argparse.SUPPRESS)
@@ -696,13 +717,18 @@ def main() -> int:
         )
     if args.mrai is not None:
         where += f"; NUT min_advertisement_interval {args.mrai:g} s"
+    policy = None
+    if args.policy:
+        policy = yaml.safe_load(POLICY.replace("PARTNERS", partner_names()))
+        statements = sum(len(p["statements"]) for p in policy["policies"])
+        where += f"; NUT import policy of {statements} statements"
     print(
         f"propagation: injector AS{INJECTOR[1]} -> NUT AS{NUT_ASN} (agentmesh serve, own process) -> "
         f"monitor AS{MONITOR[1]}; {where}",
         flush=True,
     )
     try:
-        asyncio.run(run(sizes, args.ends, raw, args.mrai, where))
+        asyncio.run(run(sizes, args.ends, raw, args.mrai, policy, where))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted", file=sys.stderr)
         return 130

@@ -417,11 +417,18 @@ class Rib:
                 counts[reason] += 1
                 self._changes.append(BestPathChange(name, best, reason))
             return
-        # Bulk learning is mostly new names: count those at once, and look only at the others.
+        # Bulk learning and withdrawal are mostly new names and names gone: count those at once,
+        # and look only at the names whose best path was replaced.
         replaced = [(name, old) for name, old in moved.items() if old is not None]
-        counts[ChangeKind.NEW_ROUTE] += len(moved) - len(replaced)
-        for name, old in replaced:
-            counts[self._change_reason(name, old, loc.get(name))] += 1
+        still = [(name, old) for name, old in replaced if name in loc]
+        for kind, count in (
+            (ChangeKind.NEW_ROUTE, len(moved) - len(replaced)),
+            (ChangeKind.WITHDRAWN, len(replaced) - len(still)),
+        ):
+            if count:
+                counts[kind] += count
+        for name, old in still:
+            counts[self._change_reason(name, old, loc[name])] += 1
 
     def _change_reason(self, name: str, old: Path | None, best: Path | None) -> ChangeReason:
         if old is None:
@@ -684,8 +691,8 @@ class Rib:
     ) -> PathAttributes | None:
         if peer.internal:
             return self._pool.intern(exported_internal(attrs))
-        if NO_EXPORT in attrs.communities:
-            return None  # added by export policy: the route stays inside the AS
+        # NO_EXPORT added by the export policy itself is sent: it asks the peer to keep the
+        # route in its AS (RFC 1997); a route that arrived with it was held back by `_may_export`.
         exported = exported_external(
             attrs, self.asn, self.next_hop, local=source.local, med_set_here=med_set_here
         )
