@@ -148,6 +148,15 @@ async def _operated(node: Node, admin: AdminConfig, metrics_listen: str | None) 
 
 
 async def _serve(config: Config, *, stdio: bool, compat: bool, config_path: str | None = None) -> None:
+    if compat and (config.access.callers or config.access.call_policy):
+        # The old proxy's tools call Mastra servers directly, past every rule: refuse the mix
+        # rather than run with access control that does not hold.
+        problem = ConfigProblem(
+            "access",
+            f"the old proxy's tools ({MASTRA_SERVERS_ENV} is set) would bypass access control;"
+            " host the Mastra servers as `agents` of type mastra instead, or unset the variable",
+        )
+        raise ConfigError(config_path or "<config>", [problem])
     directory = MastraDirectory.from_env() if compat else None
     async with contextlib.AsyncExitStack() as stack:
         if directory is not None:

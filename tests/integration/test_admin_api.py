@@ -386,3 +386,50 @@ async def _health(node: Node) -> bool:
         live = await health_pb2_grpc.HealthStub(channel).Check(liveness)
         assert live.status == health_pb2.HealthCheckResponse.SERVING
         return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+REJECT_ECHO = """
+policy:
+  defined_sets: {names: {echo: [demo.echo]}}
+  policies:
+    - name: no-echo
+      statements:
+        - {name: echo, conditions: {names: {set: echo}}, actions: {route: reject}}
+        - {name: prefer, actions: {local_pref: {set: 150}}}
+  import: {policies: [no-echo], default: accept}
+"""
+
+
+async def test_set_policy_filters_at_run_time_and_every_route_explains_itself(pair: Pair) -> None:
+    a, b, stub = pair
+    assert (await stub.GetPolicy(pb.GetPolicyRequest())).policy_yaml == ""
+    reply = await stub.SetPolicy(pb.SetPolicyRequest(policy_yaml=REJECT_ECHO))
+    assert reply.reevaluated == 3
+    assert "no-echo" in (await stub.GetPolicy(pb.GetPolicyRequest())).policy_yaml
+    assert not (await stub.ResolveAgent(pb.ResolveAgentRequest(name="demo.echo"))).found
+    resolved = await stub.ResolveAgent(pb.ResolveAgentRequest(name="demo.capitals"))
+    assert resolved.best.attributes.local_pref == 150
+    assert [(s.policy, s.statement, s.outcome) for s in resolved.best.policy_trail] == [
+        ("no-echo", "prefer", "continued"),
+        ("", "", "default_accepted"),
+    ]
+    assert list(resolved.best.policy_trail[0].actions) == ["local_pref=150"]
+    listing = await _routes(stub, table=pb.TABLE_ADJ_RIB_IN, peer=b.advertise_address, explain=True)
+    routes = {route.name: route for batch in listing for route in batch}
+    assert routes["demo.echo"].filtered and not routes["demo.echo"].best
+    assert routes["demo.echo"].policy_trail[0].outcome == "rejected"
+    assert not routes["demo.capitals"].filtered and routes["demo.capitals"].best
+    # The session was never reset, and removing the policy brings demo.echo back.
+    assert (await status(a, b.advertise_address)).state is State.ESTABLISHED
+    assert (await stub.SetPolicy(pb.SetPolicyRequest(policy_yaml=""))).reevaluated == 3
+    assert (await stub.ResolveAgent(pb.ResolveAgentRequest(name="demo.echo"))).found
+
+
+async def test_set_policy_refuses_an_invalid_policy_with_its_location(pair: Pair) -> None:
+    _a, _b, stub = pair
+    bad = "policies: [{name: p, statements: [{name: s, conditions: {names: {set: nowhere}}}]}]"
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await stub.SetPolicy(pb.SetPolicyRequest(policy_yaml=bad))
+    assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "policy.policies[0].statements[0]" in failed.value.details()
+    assert (await stub.GetPolicy(pb.GetPolicyRequest())).policy_yaml == ""  # nothing changed

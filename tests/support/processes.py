@@ -30,13 +30,21 @@ def free_port() -> int:
 class NodeProcess:
     """`agentmesh ARGS...` with its stderr (JSON log lines) captured to a file."""
 
-    def __init__(self, args: list[str], log_path: Path, *, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        *,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log_file = log_path.open("wb")
         argv = command or [sys.executable, "-m", "agentmesh.cli", *args]
         self.proc = subprocess.Popen(
             argv,
             cwd=REPO,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log_file,
