@@ -592,7 +592,7 @@ _ROUTE_HEADERS = ("", "NAME", "NEXT HOP", "AS PATH", "MED", "LOCAL PREF", "PEER"
 def _route_row(route: admin_pb2.Route) -> tuple[str, ...]:
     attributes = route.attributes
     return (
-        "*" if route.best else "",
+        "*" if route.best else ("x" if route.filtered else ""),
         route.name,
         attributes.next_hop or "-",
         " ".join(str(asn) for asn in attributes.as_path) or "-",
@@ -619,6 +619,10 @@ def _routes(client: AdminClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: A trail's final default step as the engine words it (`TrailStep.__str__`).
+_DEFAULT_STEPS = {"default_accepted": "default accept", "default_rejected": "default reject"}
+
+
 def _trail_text(route: admin_pb2.Route) -> str:
     """A route's policy trail on one line: `prefer-eu/eu continued [local_pref=200]; default accept`."""
     steps = []
@@ -626,7 +630,7 @@ def _trail_text(route: admin_pb2.Route) -> str:
         if step.policy:
             text = f"{step.policy}/{step.statement} {step.outcome}"
         else:
-            text = step.outcome.replace("_", " ")
+            text = _DEFAULT_STEPS.get(step.outcome, step.outcome)
         steps.append(text + (f" [{', '.join(step.actions)}]" if step.actions else ""))
     return "; ".join(steps) or "-"
 
@@ -647,7 +651,12 @@ def _policy_set(client: AdminClient, args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {args.file}: {error.strerror or error}") from None
     if args.file != "-" and text.strip():
         text = _policy_section(text, args.file)
-    reevaluated = client.set_policy(text)
+    try:
+        reevaluated = client.set_policy(text)
+    except AdminError as error:
+        # The node parsed text it was sent: name the file the operator knows instead.
+        error.message = error.message.replace("<policy>", "-" if args.file == "-" else args.file)
+        raise
     if args.json:
         _print_json({"reevaluated": reevaluated})
     else:

@@ -69,6 +69,7 @@ from agentmesh.config import join_host_port
 from agentmesh.mcp.views import agent_view, mesh_status, path_view
 from agentmesh.obs.logging import get_logger
 from agentmesh.rib.decision import Path
+from agentmesh.rib.policy import Verdict as PolicyVerdict
 from agentmesh.speaker.node import Node
 from agentmesh.transport.forwarding import Served
 from agentmesh.transport.http import EmbeddedUvicorn, bind
@@ -300,10 +301,10 @@ class _Tools:
         node = self.node
         try:
             caller = self._caller(ctx)
-            found = await node.resolve_explained(name)
+            found = await node.resolve_with_policy(name)
             if found is None:
                 raise CallFailure(CallErrorCode.NOT_FOUND, node.name, f"no route to {name!r}")
-            entry, decision = found
+            entry, decision = found.entry, found.decision
             # A name the caller may not call is refused naming the rule, as a call to it would be:
             # answering "not found" would send the caller looking for a route that is there.
             if caller is not None:
@@ -313,14 +314,19 @@ class _Tools:
         except CallFailure as failure:
             return _failure(failure, name, "Resolving")
         agent = agent_view(entry, decision.best, node.asn)
+        best_verdict, *other_verdicts = found.verdicts
+        alternatives = [
+            {**path_view(path, node.asn), "policy": _policy_view(verdict)}
+            for path, verdict in zip(decision.ranked[1:], other_verdicts, strict=True)
+        ]
         payload: dict[str, Any] = {
             "name": name,
             "entry": entry,
             "exact": entry == name,
-            "best_path": agent.pop("best_path"),
+            "best_path": {**agent.pop("best_path"), "policy": _policy_view(best_verdict)},
             "agent": agent,
             "reason": decision.reason.value,
-            "alternatives": [path_view(path, node.asn) for path in decision.ranked[1:]],
+            "alternatives": alternatives,
         }
         return _result(payload)
 
@@ -366,6 +372,18 @@ class _Tools:
             "call_denied", caller=caller.name, name=name, rule=verdict.rule, capability=capability, via="mcp"
         )
         return CallFailure(CallErrorCode.PERMISSION_DENIED, self.node.name, verdict.reason)
+
+
+def _policy_view(verdict: PolicyVerdict | None) -> dict[str, Any] | None:
+    """How import policy treated a path: None when none applied (originated here, or no policy)."""
+    if verdict is None:
+        return None
+    last = verdict.trail[-1]
+    return {
+        "accepted": verdict.accepted,
+        "decided_by": "default" if verdict.decided_by_default else f"{last.policy}/{last.statement}",
+        "trail": [str(step) for step in verdict.trail],
+    }
 
 
 def _may(caller: Caller | None, name: str, path: Path) -> bool:
@@ -461,7 +479,9 @@ def build_server(node: Node, *, access: AccessConfig | Access | None = None) -> 
         description=(
             "Show how this node routes a name: the Loc-RIB entry that serves it (longest match), the "
             "chosen path, the reason it won the BGP decision process, and the alternative paths with "
-            "their AS paths, next hops and sources."
+            "their AS paths, next hops and sources. Each path's `policy` says how this node's import "
+            "policy treated it (accepted, the statement or default that decided, the trail of "
+            "statements that matched), or is null when no import policy applied."
         ),
         annotations=read_only,
     )

@@ -23,6 +23,8 @@ from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult
 
 from agentmesh.agents.demo import demo_backend
+from agentmesh.bgp.messages import AgentAttributes
+from agentmesh.config import parse_policy_yaml
 from agentmesh.mcp import TOOL_NAMES, McpHttpServer, build_server
 from agentmesh.speaker.node import Node
 from tests.integration.test_routing_topologies import configs, everywhere, link
@@ -284,3 +286,62 @@ async def test_stdio_serves_only_json_rpc_on_stdout() -> None:
     assert faults == []
     assert "stray output from a backend that prints" in logged
     assert '"event": "mcp_stdio_serving"' in logged
+
+
+PREFER_ECHO = """
+policy:
+  defined_sets:
+    names: {echo: ["demo.echo"], demo: ["demo.**"]}
+  policies:
+    - name: prefer
+      statements:
+        - name: raise-echo
+          conditions: {names: {set: echo}}
+          actions: {local_pref: {add: 100}}
+        - name: accept-demo
+          conditions: {names: {set: demo}}
+          actions: {route: accept}
+  import: {policies: [prefer], default: reject}
+"""
+
+
+async def test_resolve_agent_shows_how_import_policy_treated_each_path() -> None:
+    """n1 hosts the demo agents, n0 originates its own demo.echo too; n0's import policy raises LOCAL_PREF
+    of demo.echo from n1, so n1's path beats n0's own, and resolve_agent says why, step by step."""
+    async with running(*configs([65001, 65002])) as (n0, n1):
+        await link([n0, n1], [(0, 1)])
+        await n1.host(demo_backend("echo", "capitals"), "demo")
+        await n0.announce_agents(["demo.echo"], AgentAttributes(description="n0's own echo"))
+        await everywhere([n0], "demo.capitals")
+        await n0.set_policy(parse_policy_yaml(PREFER_ECHO))
+
+        async def raised() -> bool:
+            best = (await n0.loc_rib()).get("demo.echo")
+            return best is not None and best.attrs.local_pref == 200
+
+        await eventually(raised, 10)
+        server = McpHttpServer(n0)
+        await server.start()
+        try:
+            async with connect(server) as client:
+                echo = payload(await client.call_tool("resolve_agent", {"name": "demo.echo"}))
+                capitals = payload(await client.call_tool("resolve_agent", {"name": "demo.capitals"}))
+        finally:
+            await server.stop()
+    assert echo["reason"] == "highest_local_pref"
+    best = echo["best_path"]
+    assert best["source"] == n1.advertise_address and best["local_pref"] == 200
+    assert best["policy"] == {
+        "accepted": True,
+        "decided_by": "prefer/accept-demo",
+        "trail": ["prefer/raise-echo continued [local_pref+100]", "prefer/accept-demo accepted"],
+    }
+    [own] = echo["alternatives"]
+    assert own["local"] is True and own["source"] == "local"
+    assert own["policy"] is None  # originated here: no import policy applies
+    assert capitals["best_path"]["policy"] == {
+        "accepted": True,
+        "decided_by": "prefer/accept-demo",
+        "trail": ["prefer/accept-demo accepted"],
+    }
+    assert capitals["alternatives"] == [] and capitals["best_path"]["local_pref"] is None

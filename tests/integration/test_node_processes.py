@@ -9,17 +9,22 @@ import signal
 import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
+from typing import Any
 
 import grpc.aio
 import httpx
-from mcp import Client, StdioServerParameters
+import httpx2
+import pytest
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
 from agentmesh.bgp.fsm import Reason, State
+from agentmesh.client import AdminClient
 from agentmesh.config import NeighborConfig
 from agentmesh.speaker.node import Node
-from agentmesh.v1 import forwarding_pb2, forwarding_pb2_grpc
+from agentmesh.v1 import admin_pb2, forwarding_pb2, forwarding_pb2_grpc
 from tests.support.mastra_servers import CURRENT, LEGACY, mastra_server, server0_agents, server1_agents
 from tests.support.nodes import node_config, running
 from tests.support.processes import NodeProcess, count, free_port, node_processes, write_config
@@ -326,3 +331,162 @@ async def test_an_mcp_servers_tools_are_agents_of_the_mesh(tmp_path: Path) -> No
                 "a",
                 "b",
             }
+
+
+MCP_TOKEN = "ops-token-for-the-process-test"
+
+
+async def test_serve_with_an_access_section_requires_the_token_over_http(tmp_path: Path) -> None:
+    """`access.callers` in the config file: an MCP client without the token gets 401, with it the agents."""
+    mcp_port = free_port()
+    config = write_config(
+        tmp_path / "guarded.yaml",
+        {
+            "node": {"name": "guarded", "asn": 65001, "router_id": "10.0.0.1", "listen": "127.0.0.1:0"},
+            "mcp": {"listen": f"127.0.0.1:{mcp_port}"},
+            "agents": [{"type": "demo", "namespace": "demo"}],
+            "access": {"callers": [{"name": "ops", "tokens": [MCP_TOKEN]}]},
+        },
+    )
+    url = f"http://127.0.0.1:{mcp_port}/mcp"
+    with node_processes() as started:
+        node = NodeProcess(["serve", "--config", str(config)], tmp_path / "guarded.log")
+        started.append(node)
+        await node.wait_for(
+            lambda events: count(events, "mcp_http_started") == 1 and count(events, "agent_hosted") == 3,
+            timeout=15,
+        )
+        answered: list[int] = []
+
+        async def record(response: httpx2.Response) -> None:
+            answered.append(response.status_code)
+
+        with pytest.raises(Exception) as refused:  # the SDK wraps its MCPError in task groups
+            async with (
+                httpx2.AsyncClient(timeout=5, event_hooks={"response": [record]}) as web,
+                Client(streamable_http_client(url, http_client=web)) as client,
+            ):
+                await client.list_tools()
+        assert answered and set(answered) == {401}, answered
+        assert any(isinstance(error, MCPError) for error in _leaves(refused.value)), refused.value
+
+        headers = {"Authorization": f"Bearer {MCP_TOKEN}"}
+        async with (
+            httpx2.AsyncClient(timeout=5, headers=headers) as web,
+            Client(streamable_http_client(url, http_client=web)) as client,
+        ):
+            listed = json.loads((await client.call_tool("list_agents", {})).content[0].text)  # type: ignore[union-attr]
+        assert [agent["name"] for agent in listed["agents"]] == [
+            "demo.calculator",
+            "demo.capitals",
+            "demo.echo",
+        ]
+        assert MCP_TOKEN not in node.log_path.read_text()  # secrets never reach the log
+        unauthenticated = [e for e in node.events() if e["event"] == "mcp_unauthenticated"]
+        assert unauthenticated and unauthenticated[0]["reason"] == "no credential"
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+REJECT_ECHO = {
+    "defined_sets": {"names": {"echo": ["demo.echo"]}},
+    "policies": [
+        {
+            "name": "no-echo",
+            "statements": [
+                {"name": "echo", "conditions": {"names": {"set": "echo"}}, "actions": {"route": "reject"}}
+            ],
+        }
+    ],
+    "import": {"policies": ["no-echo"], "default": "accept"},
+}
+
+
+def _state_of(admin: str, peer: str) -> tuple[set[str], dict[str, bool], int, str]:
+    """Through the admin API: the Loc-RIB's names, the peer's Adj-RIB-In (name: filtered), its session
+    state and the policy in force (YAML). Blocking: run it in a thread."""
+    with AdminClient(admin, timeout=5) as client:
+        loc = {route.name for route in client.list_routes()}
+        adj_in = {
+            route.name: route.filtered for route in client.list_routes(admin_pb2.TABLE_ADJ_RIB_IN, peer)
+        }
+        [status] = client.list_peers(peer)
+        return loc, adj_in, status.state, client.get_policy()
+
+
+async def test_sighup_reloads_the_policy_without_resetting_the_session(tmp_path: Path) -> None:
+    """Two `serve` processes peer; the receiver's config gains an import policy rejecting demo.echo and a
+    SIGHUP applies it in place; a broken file then changes nothing."""
+    origin_port, receiver_port, admin_port = free_port(), free_port(), free_port()
+    origin_address, admin = f"127.0.0.1:{origin_port}", f"127.0.0.1:{admin_port}"
+    timers = {"connect_retry_time": 1, "connect_retry_initial": 0.2}
+    origin = write_config(
+        tmp_path / "origin.yaml",
+        {
+            "node": {"name": "origin", "asn": 65001, "router_id": "10.0.0.1", "listen": origin_address},
+            "timers": timers,
+            "neighbors": [{"address": f"127.0.0.1:{receiver_port}", "asn": 65002}],
+            "agents": [{"type": "demo", "namespace": "demo"}],
+        },
+    )
+    receiver_config: dict[str, Any] = {
+        "node": {
+            "name": "receiver",
+            "asn": 65002,
+            "router_id": "10.0.0.2",
+            "listen": f"127.0.0.1:{receiver_port}",
+        },
+        "timers": timers,
+        "admin": {"listen": admin},
+        "neighbors": [{"address": origin_address, "asn": 65001}],
+    }
+    receiver_file = write_config(tmp_path / "receiver.yaml", receiver_config)
+    demo = {"demo.calculator", "demo.capitals", "demo.echo"}
+    with node_processes() as started:
+        started.append(NodeProcess(["serve", "--config", str(origin)], tmp_path / "origin.log"))
+        receiver = NodeProcess(["serve", "--config", str(receiver_file)], tmp_path / "receiver.log")
+        started.append(receiver)
+        await receiver.wait_for(lambda events: count(events, "session_established") == 1, timeout=15)
+        for _ in range(100):  # until the routes have arrived
+            loc, adj_in, state, policy = await asyncio.to_thread(_state_of, admin, origin_address)
+            if loc == demo:
+                break
+            await asyncio.sleep(0.1)
+        assert loc == demo and adj_in == dict.fromkeys(demo, False) and policy == ""
+        sessions = count(receiver.events(), "session_established")
+
+        # The same file with a policy section added, then SIGHUP.
+        write_config(receiver_file, {**receiver_config, "policy": REJECT_ECHO})
+        receiver.signal_group(signal.SIGHUP)
+        await receiver.wait_for(lambda events: count(events, "config_reloaded") == 1, timeout=10)
+        [reloaded] = [e for e in receiver.events() if e["event"] == "config_reloaded"]
+        assert reloaded["path"] == str(receiver_file) and reloaded["reevaluated"] == 3
+        assert (reloaded["added"], reloaded["removed"], reloaded["reset"]) == ([], [], [])
+        assert reloaded["restart_needed"] == []
+        loc, adj_in, state, policy = await asyncio.to_thread(_state_of, admin, origin_address)
+        assert loc == demo - {"demo.echo"}
+        assert adj_in == {"demo.calculator": False, "demo.capitals": False, "demo.echo": True}  # filtered
+        assert state == admin_pb2.SESSION_STATE_ESTABLISHED and "no-echo" in policy
+        assert count(receiver.events(), "session_established") == sessions  # the session stayed up
+
+        # A broken file (an undefined policy, and the neighbour gone): the reload fails, nothing changes.
+        broken = {
+            **receiver_config,
+            "neighbors": [],
+            "policy": {**REJECT_ECHO, "import": {"policies": ["nope"]}},
+        }
+        write_config(receiver_file, broken)
+        receiver.signal_group(signal.SIGHUP)
+        await receiver.wait_for(lambda events: count(events, "config_reload_failed") == 1, timeout=10)
+        [failed] = [e for e in receiver.events() if e["event"] == "config_reload_failed"]
+        assert failed["path"] == str(receiver_file) and failed["level"] == "error"
+        assert "policy.import.policies[0]" in failed["error"] and "nope" in failed["error"], failed
+        assert await asyncio.to_thread(_state_of, admin, origin_address) == (loc, adj_in, state, policy)
+        assert count(receiver.events(), "config_reloaded") == 1
+        assert count(receiver.events(), "session_established") == sessions
+        assert receiver.proc.poll() is None  # still serving
