@@ -432,6 +432,7 @@ class NeighborConfig(_Model):
     hold_time: StrictInt | None = None
     import_policy: PolicyAssignment | None = None
     export_policy: PolicyAssignment | None = None
+    route_reflector_client: StrictBool = False
 
     @field_validator("address")
     @classmethod
@@ -460,6 +461,7 @@ class NodeConfig(_Model):
     asn: StrictInt = Field(default_factory=_default_asn)
     listen: StrictStr = DEFAULT_LISTEN
     advertise_address: StrictStr = Field(default_factory=_default_advertise_address)
+    cluster_id: StrictStr | None = None
 
     @field_validator("name")
     @classmethod
@@ -474,6 +476,16 @@ class NodeConfig(_Model):
                 " and must start with a letter or digit"
             )
         return value
+
+    @field_validator("cluster_id")
+    @classmethod
+    def _valid_cluster_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        number = router_id_to_int(value)
+        if number == 0:
+            raise ValueError("0.0.0.0 is not a valid cluster id (RFC 4456 §7 uses a non-zero 4-octet value)")
+        return int_to_router_id(number)
 
     @field_validator("router_id")
     @classmethod
@@ -743,6 +755,14 @@ class Config(_Model):
                 )
             else:
                 seen[neighbor.address] = index
+            if neighbor.route_reflector_client and neighbor.asn != self.node.asn:
+                problems.append(
+                    (
+                        ("neighbors", index, "route_reflector_client"),
+                        f"AS{neighbor.asn} is not this node's AS{self.node.asn}: only iBGP neighbours can be"
+                        " route reflector clients (RFC 4456 §2)",
+                    )
+                )
             for key in ("import_policy", "export_policy"):
                 assignment: PolicyAssignment | None = getattr(neighbor, key)
                 if assignment is not None:

@@ -86,9 +86,15 @@ def _reject_constant(name: str) -> None:
 
 
 def imported(attrs: PathAttributes, *, internal: bool) -> PathAttributes:
-    """The set as stored in Adj-RIB-In: LOCAL_PREF from an external peer is ignored (RFC 4271 §5.1.5)."""
-    if not internal and attrs.local_pref is not None:
-        return replace(attrs, local_pref=None)
+    """The set as stored in Adj-RIB-In.
+
+    From an external peer, LOCAL_PREF is ignored (RFC 4271 §5.1.5) and so are ORIGINATOR_ID and
+    CLUSTER_LIST, which only mean something inside one AS (RFC 4456 §8).
+    """
+    if not internal and (
+        attrs.local_pref is not None or attrs.originator_id is not None or attrs.cluster_list
+    ):
+        return replace(attrs, local_pref=None, originator_id=None, cluster_list=())
     return attrs
 
 
@@ -117,3 +123,14 @@ def exported_internal(attrs: PathAttributes) -> PathAttributes:
     if attrs.local_pref is None:
         return replace(attrs, local_pref=DEFAULT_LOCAL_PREF)
     return attrs
+
+
+def reflected(attrs: PathAttributes, originator_id: int, cluster_id: int) -> PathAttributes:
+    """The set a route reflector sends on (RFC 4456 §8): NEXT_HOP unchanged, so calls go straight to
+    the origin; ORIGINATOR_ID set once, by the first reflector; its CLUSTER_ID prepended to CLUSTER_LIST.
+    """
+    return replace(
+        exported_internal(attrs),
+        originator_id=attrs.originator_id if attrs.originator_id is not None else originator_id,
+        cluster_list=(cluster_id, *attrs.cluster_list),
+    )

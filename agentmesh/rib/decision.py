@@ -64,6 +64,8 @@ class Source:
     router_id: int
     internal: bool
     local: bool = False
+    #: A route reflector client of this node (RFC 4456 §2): its routes are reflected to every iBGP peer.
+    rr_client: bool = False
 
     def address_rank(self) -> tuple[int, bytes, str, int]:
         """Sort key for step 9: addresses numerically (IPv4 before IPv6), then names, then port."""

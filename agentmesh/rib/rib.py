@@ -37,6 +37,7 @@ from agentmesh.rib.attributes import (
     exported_internal,
     imported,
     malformation,
+    reflected,
 )
 from agentmesh.rib.decision import Decision, DecisionReason, Path, Source, decide, make_path, why
 from agentmesh.rib.policy import (
@@ -64,6 +65,8 @@ class Drop(Enum):
 
     AS_PATH_LOOP = "as_path_loop"
     MALFORMED_ATTRIBUTES = "malformed_attributes"
+    #: ORIGINATOR_ID is this node, or CLUSTER_LIST holds its cluster (RFC 4456 §8).
+    REFLECTION_LOOP = "reflection_loop"
 
 
 class ChangeKind(Enum):
@@ -145,10 +148,18 @@ class Rib:
     """Adj-RIB-In, Loc-RIB and Adj-RIB-Out of one node, with local origination and resolution."""
 
     def __init__(
-        self, asn: int, router_id: int, next_hop: str, min_advertisement_interval: float = 0.1
+        self,
+        asn: int,
+        router_id: int,
+        next_hop: str,
+        min_advertisement_interval: float = 0.1,
+        *,
+        cluster_id: int | None = None,
     ) -> None:
         self.asn = asn
         self.router_id = router_id
+        #: This node's CLUSTER_ID when it reflects routes (RFC 4456 §7); its router id by default.
+        self.cluster_id = router_id if cluster_id is None else cluster_id
         self.next_hop = next_hop
         self.min_advertisement_interval = min_advertisement_interval
         self._pool = AttributePool()
@@ -174,9 +185,12 @@ class Rib:
 
     # -- peers -----------------------------------------------------------------------------
 
-    def add_peer(self, key: str, asn: int, router_id: int) -> None:
-        """Register a neighbour (before its session comes up)."""
-        source = Source(key, asn, router_id, internal=asn == self.asn)
+    def add_peer(self, key: str, asn: int, router_id: int, *, rr_client: bool = False) -> None:
+        """Register a neighbour (before its session comes up); `rr_client` makes this node its reflector."""
+        internal = asn == self.asn
+        if rr_client and not internal:
+            raise ValueError(f"{key} is in AS{asn}: only iBGP neighbours can be route reflector clients")
+        source = Source(key, asn, router_id, internal=internal, rr_client=rr_client)
         self._sources[key] = source
         self._adj_in[key] = {}
         self._filtered[key] = {}
@@ -218,7 +232,7 @@ class Rib:
         """The router id is learnt from OPEN; it feeds step 8 of the decision (so paths are remade)."""
         old = self._sources[key]
         if old.router_id != router_id:
-            source = Source(key, old.asn, router_id, old.internal)
+            source = Source(key, old.asn, router_id, old.internal, rr_client=old.rr_client)
             self._sources[key] = source
             self._out[key].source = source
 
@@ -234,7 +248,7 @@ class Rib:
         announced = update.announced
         dropped = None
         if announced:
-            dropped = self._drop_reason(update)
+            dropped = self._drop_reason(update, self._sources[key].internal)
             if dropped is not None:
                 withdrawn, announced = itertools.chain(update.withdrawn, announced), ()
         changed: dict[str, Path | None] = {}
@@ -306,7 +320,7 @@ class Rib:
             return Notification(ErrorCode.UPDATE_MESSAGE, UpdateSubcode.MALFORMED_ATTRIBUTE_LIST)
         return None
 
-    def _drop_reason(self, update: Update) -> Dropped | None:
+    def _drop_reason(self, update: Update, internal: bool) -> Dropped | None:
         attrs = update.attributes
         problem = update.attribute_error or (
             malformation(attrs) if attrs else "announced names without attributes"
@@ -320,7 +334,21 @@ class Rib:
             return Dropped(
                 Drop.AS_PATH_LOOP, f"AS_PATH {list(attrs.as_path)} contains AS{self.asn}", update.announced
             )
+        if not internal:
+            return None  # ORIGINATOR_ID and CLUSTER_LIST from outside the AS are ignored (RFC 4456 §8)
+        if attrs.originator_id == self.router_id:
+            # RFC 4456 §8: our own route, reflected back to us.
+            return Dropped(Drop.REFLECTION_LOOP, "ORIGINATOR_ID is this node", update.announced)
+        if self.cluster_id in attrs.cluster_list and self._reflects():
+            return Dropped(
+                Drop.REFLECTION_LOOP,
+                f"CLUSTER_LIST contains this cluster ({self.cluster_id})",
+                update.announced,
+            )
         return None
+
+    def _reflects(self) -> bool:
+        return any(source.rr_client for source in self._sources.values())
 
     def _path(self, source: Source, attrs: PathAttributes, received: PathAttributes | None = None) -> Path:
         """The shared Path for an attribute set from a source, created (and ranked) once."""
@@ -681,15 +709,20 @@ class Rib:
             return False  # never back to the neighbour it came from
         if NO_ADVERTISE in communities:
             return False  # RFC 1997
-        if peer.internal:
-            # iBGP-learned routes are not sent to iBGP peers (RFC 4271 §9.2.1)
-            return not (source.internal and not source.local)
-        return NO_EXPORT not in communities  # RFC 1997: not outside the AS
+        if peer.internal and source.internal and not source.local:
+            # iBGP-learned routes are not sent to iBGP peers (RFC 4271 §9.2.1), unless this node
+            # reflects them (RFC 4456 §6): a client's routes to every iBGP peer, a non-client's to
+            # clients only.
+            return source.rr_client or peer.rr_client
+        return peer.internal or NO_EXPORT not in communities  # RFC 1997: not outside the AS
 
     def _transform(
         self, peer: Source, source: Source, attrs: PathAttributes, med_set_here: bool
     ) -> PathAttributes | None:
         if peer.internal:
+            if source.internal and not source.local:
+                originator = source.router_id
+                return self._pool.intern(reflected(attrs, originator, self.cluster_id))
             return self._pool.intern(exported_internal(attrs))
         # NO_EXPORT added by the export policy itself is sent: it asks the peer to keep the
         # route in its AS (RFC 1997); a route that arrived with it was held back by `_may_export`.

@@ -243,6 +243,7 @@ class Node:
             router_id_to_int(self.router_id),
             self.advertise_address,
             self.config.timers.min_advertisement_interval,
+            cluster_id=router_id_to_int(self.config.node.cluster_id) if self.config.node.cluster_id else None,
         )
         self.policy = self.config.policy
         self.rib.set_policy(self._routing_policy(self.policy, list(self.config.neighbors)))
@@ -680,7 +681,7 @@ class Node:
             raise ValueError(f"neighbour {config.address} is this node's own address")
         neighbor = _Neighbor(config, Peer(self._settings(config), self._rng))
         self._neighbors[config.address] = neighbor
-        self.rib.add_peer(config.address, config.asn, router_id=0)
+        self.rib.add_peer(config.address, config.asn, router_id=0, rr_client=config.route_reflector_client)
         neighbor.state_since = self._now()
         self.metrics.state(config.address, neighbor.peer.state)
         self._log.info("peer_added", peer=config.address, peer_asn=config.asn, passive=config.passive)

@@ -268,7 +268,7 @@ def test_unknown_top_level_key() -> None:
 def test_unknown_key_in_node() -> None:
     with pytest.raises(
         ConfigError,
-        match=r"node\.port: unknown key; allowed keys here: advertise_address, asn, listen, name, router_id",
+        match=r"node\.port: unknown key; allowed keys here: advertise_address, asn, cluster_id, listen, name, router_id",
     ):
         parse_config({"node": {"port": 50051}})
 
@@ -565,7 +565,7 @@ def test_every_problem_is_reported_one_per_line() -> None:
     assert str(error).splitlines() == [
         "node.yaml: node.asn: AS 0 is reserved and must not be used in BGP (RFC 7607); use a private ASN "
         "(64512-65534 or 4200000000-4294967294, RFC 6996) or one assigned to you",
-        "node.yaml: node.colour: unknown key; allowed keys here: advertise_address, asn, listen, name, "
+        "node.yaml: node.colour: unknown key; allowed keys here: advertise_address, asn, cluster_id, listen, name, "
         "router_id",
         "node.yaml: timers.hold_time: hold time 1 is invalid: it must be 0 (no keepalives) or at least "
         "3 seconds (RFC 4271 §4.2)",
