@@ -186,6 +186,9 @@ def _add_peer_commands(subparsers: Subparsers) -> None:
     add.add_argument("--description", default="", help="free text for operators")
     add.add_argument("--passive", action="store_true", help="wait for the neighbour to dial")
     add.add_argument("--hold-time", type=_hold_time, default=0, metavar="S", help="hold time to propose")
+    add.add_argument(
+        "--rr-client", action="store_true", help="an iBGP neighbour this node reflects routes for (RFC 4456)"
+    )
 
     update = _command(
         actions, "update", _peer_update, "change a neighbour's configuration (options not given are kept)"
@@ -197,6 +200,9 @@ def _add_peer_commands(subparsers: Subparsers) -> None:
         "--passive", action=argparse.BooleanOptionalAction, help="wait for the neighbour to dial, or not"
     )
     update.add_argument("--hold-time", type=_hold_time, metavar="S", help="hold time to propose")
+    update.add_argument(
+        "--rr-client", action=argparse.BooleanOptionalAction, help="a route reflector client, or not"
+    )
 
     delete = _command(actions, "del", _peer_del, "end a neighbour's session and forget it")
     delete.add_argument("address", metavar="ADDRESS")
@@ -535,16 +541,25 @@ def _peer_add(client: AdminClient, args: argparse.Namespace) -> int:
         description=args.description,
         passive=args.passive,
         hold_time=args.hold_time,
+        route_reflector_client=args.rr_client,
     )
     client.add_peer(config)
     return _done(args, f"peer {args.address} added")
 
 
 def _peer_update(client: AdminClient, args: argparse.Namespace) -> int:
-    fields = ("asn", "description", "passive", "hold_time")
-    changes = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
+    options = {
+        "asn": args.asn,
+        "description": args.description,
+        "passive": args.passive,
+        "hold_time": args.hold_time,
+        "route_reflector_client": args.rr_client,
+    }
+    changes = {field: value for field, value in options.items() if value is not None}
     if not changes:
-        raise UsageError("nothing to change: give --asn, --description, --[no-]passive or --hold-time")
+        raise UsageError(
+            "nothing to change: give --asn, --description, --[no-]passive, --hold-time or --[no-]rr-client"
+        )
     # UpdatePeer replaces the whole configuration, so start from the current one: options not given stay.
     current = [peer for peer in client.list_peers(args.address) if peer.config.address == args.address]
     if not current:

@@ -108,6 +108,7 @@ class PeerStatus:
     passive: bool
     #: The hold time configured for this neighbour, None for the node's default.
     configured_hold_time: int | None
+    route_reflector_client: bool
     enabled: bool
     state: State
     peer_id: int | None
@@ -850,6 +851,7 @@ class Node:
             internal=self.config.is_internal(n.config),
             passive=n.config.passive,
             configured_hold_time=n.config.hold_time,
+            route_reflector_client=n.config.route_reflector_client,
             enabled=n.peer.enabled,
             state=n.peer.state,
             peer_id=negotiated.peer_id if negotiated else None,

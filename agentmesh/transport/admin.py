@@ -190,7 +190,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     async def _neighbor_config(self, peer: pb.PeerConfig, context: Context) -> NeighborConfig:
         """The config model validates an API request exactly as it validates the YAML file."""
-        fields: dict[str, Any] = {"address": peer.address, "asn": peer.asn, "passive": peer.passive}
+        fields: dict[str, Any] = {
+            "address": peer.address,
+            "asn": peer.asn,
+            "passive": peer.passive,
+            "route_reflector_client": peer.route_reflector_client,
+        }
         if peer.description:
             fields["description"] = peer.description
         if peer.hold_time:
@@ -362,6 +367,7 @@ def _peer(status: PeerStatus) -> pb.Peer:
             description=status.description,
             passive=status.passive,
             hold_time=status.configured_hold_time or 0,
+            route_reflector_client=status.route_reflector_client,
         ),
         internal=status.internal,
         enabled=status.enabled,

@@ -307,6 +307,7 @@ class PeerConfig(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PASSIVE_FIELD_NUMBER: _builtins.int
     HOLD_TIME_FIELD_NUMBER: _builtins.int
+    ROUTE_REFLECTOR_CLIENT_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """host:port of the neighbour's gRPC server."""
     asn: _builtins.int
@@ -317,6 +318,8 @@ class PeerConfig(_message.Message):
     """Wait for the neighbour to dial instead of dialling it."""
     hold_time: _builtins.int
     """Hold time proposed to this neighbour in seconds; 0 means the node's default."""
+    route_reflector_client: _builtins.bool
+    """This iBGP neighbour is a route reflector client of the node (RFC 4456)."""
     def __init__(
         self,
         *,
@@ -325,10 +328,11 @@ class PeerConfig(_message.Message):
         description: _builtins.str = ...,
         passive: _builtins.bool = ...,
         hold_time: _builtins.int = ...,
+        route_reflector_client: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "asn", b"asn", "description", b"description", "hold_time", b"hold_time", "passive", b"passive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "asn", b"asn", "description", b"description", "hold_time", b"hold_time", "passive", b"passive", "route_reflector_client", b"route_reflector_client"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

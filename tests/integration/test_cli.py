@@ -165,6 +165,7 @@ async def test_peers_lists_the_neighbour_and_its_session(mesh: Mesh) -> None:
         "description": "n1",
         "passive": False,
         "hold_time": 0,
+        "route_reflector_client": False,
     }
     assert peer["state"] == "SESSION_STATE_ESTABLISHED" and peer["enabled"] is True
     assert (peer["routes_received"], peer["routes_advertised"]) == (2, 1)
