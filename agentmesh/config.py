@@ -420,6 +420,35 @@ class TimersConfig(_Model):
         return self.hold_time // 3
 
 
+class MaxPrefixesConfig(_Model):
+    """A bound on the routes one neighbour may send (RFC 4486 §4: Cease/Maximum Number of Prefixes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: StrictInt
+    warning_percent: StrictInt = 75
+    restart_after: StrictFloat | None = Field(default=None, allow_inf_nan=False)
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limit(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("warning_percent")
+    @classmethod
+    def _percent(cls, value: int) -> int:
+        if not 1 <= value <= 100:
+            raise ValueError(f"must be 1-100 (percent of the limit), got {value}")
+        return value
+
+    @field_validator("restart_after")
+    @classmethod
+    def _positive_restart(cls, value: float | None) -> float | None:
+        return None if value is None else _positive_seconds(value)
+
+
 class NeighborConfig(_Model):
     """A configured peer. eBGP or iBGP follows from the ASNs (``Config.is_internal``)."""
 
@@ -433,6 +462,7 @@ class NeighborConfig(_Model):
     import_policy: PolicyAssignment | None = None
     export_policy: PolicyAssignment | None = None
     route_reflector_client: StrictBool = False
+    max_prefixes: MaxPrefixesConfig | None = None
 
     @field_validator("address")
     @classmethod

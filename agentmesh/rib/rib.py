@@ -764,6 +764,9 @@ class Rib:
     def received_count(self, key: str) -> int:
         return len(self._adj_in[key])
 
+    def filtered_count(self, key: str) -> int:
+        return len(self._filtered[key])
+
     def advertised_count(self, key: str) -> int:
         return len(self._out[key].advertised)
 

@@ -58,7 +58,14 @@ from agentmesh.bgp.messages import (
     cease,
 )
 from agentmesh.bgp.peer import ConnectionRefused, Peer, PeerEffect
-from agentmesh.config import Config, NeighborConfig, join_host_port, router_id_to_int, split_host_port
+from agentmesh.config import (
+    Config,
+    MaxPrefixesConfig,
+    NeighborConfig,
+    join_host_port,
+    router_id_to_int,
+    split_host_port,
+)
 from agentmesh.obs.logging import get_logger
 from agentmesh.obs.metrics import NodeMetrics
 from agentmesh.policy_config import PolicyConfig, build_routing_policy
@@ -190,6 +197,9 @@ class _Neighbor:
     state_since: float = 0.0
     last_down_reason: Reason | None = None
     last_down_notification: Notification | None = None
+    #: The max-prefix warning was logged for the current session.
+    warned: bool = False
+    restart: asyncio.TimerHandle | None = None
 
 
 class Node:
@@ -691,6 +701,7 @@ class Node:
 
     def _remove_neighbor(self, address: str, notification: Notification) -> None:
         neighbor = self._neighbor(address)
+        self._cancel_restart(neighbor)
         self._stop_peer(neighbor, notification)
         del self._neighbors[address]
         self.rib.remove_peer(address)
@@ -712,12 +723,14 @@ class Node:
 
     def _enable(self, address: str) -> None:
         neighbor = self._neighbor(address)
+        self._cancel_restart(neighbor)
         if not neighbor.peer.enabled:
             self._log.info("peer_enabled", peer=address)
             self._apply(neighbor, neighbor.peer.start(self._now()))
 
     def _disable(self, address: str, communication: str) -> None:
         neighbor = self._neighbor(address)
+        self._cancel_restart(neighbor)
         if neighbor.peer.enabled:
             self._log.info("peer_disabled", peer=address, communication=communication)
             self._stop_peer(neighbor, cease(CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, communication))
@@ -837,7 +850,14 @@ class Node:
 
     def _stop_all(self, notification: Notification) -> None:
         for neighbor in self._neighbors.values():
+            self._cancel_restart(neighbor)
             self._stop_peer(neighbor, notification)
+
+    def _cancel_restart(self, neighbor: _Neighbor) -> None:
+        """An operator's decision (or the node stopping) replaces a pending max-prefix restart."""
+        if neighbor.restart is not None:
+            neighbor.restart.cancel()
+            neighbor.restart = None
 
     def _stop_peer(self, neighbor: _Neighbor, notification: Notification) -> None:
         self._apply(neighbor, neighbor.peer.stop(self._now(), notification))
@@ -1002,6 +1022,32 @@ class Node:
         if (dropped := result.dropped) is not None:
             self.metrics.routes_dropped.labels(dropped.reason.value).inc(len(dropped.names))
             self._log_dropped(address, dropped.reason.value, dropped.detail, dropped.names)
+        if neighbor.config.max_prefixes is not None and result.announced:
+            self._check_max_prefixes(neighbor, neighbor.config.max_prefixes)
+
+    def _check_max_prefixes(self, neighbor: _Neighbor, bound: MaxPrefixesConfig) -> None:
+        """Warn near the limit; past it end the session with Cease 6/1 (RFC 4486 §4), maybe to retry later.
+
+        Routes the import policy filtered count too: they are what the neighbour sent.
+        """
+        address = neighbor.config.address
+        received = self.rib.received_count(address) + self.rib.filtered_count(address)
+        if received > bound.limit:
+            self._log.warning("max_prefixes_exceeded", peer=address, received=received, limit=bound.limit)
+            text = f"more than {bound.limit} routes received"
+            self._stop_peer(neighbor, cease(CeaseSubcode.MAXIMUM_NUMBER_OF_PREFIXES_REACHED, text))
+            if bound.restart_after is not None:
+                restart = functools.partial(self._post, lambda: self._restart_after_limit(neighbor))
+                neighbor.restart = asyncio.get_running_loop().call_later(bound.restart_after, restart)
+        elif not neighbor.warned and received * 100 >= bound.limit * bound.warning_percent:
+            neighbor.warned = True
+            self._log.warning("max_prefixes_warning", peer=address, received=received, limit=bound.limit)
+
+    def _restart_after_limit(self, neighbor: _Neighbor) -> None:
+        neighbor.restart = None
+        if self._neighbors.get(neighbor.config.address) is neighbor and not neighbor.peer.enabled:
+            self._log.info("peer_restarted_after_max_prefixes", peer=neighbor.config.address)
+            self._apply(neighbor, neighbor.peer.start(self._now()))
 
     def _log_dropped(self, address: str, reason: str, detail: str, names: tuple[str, ...]) -> None:
         # One line per UPDATE, never one per name: a bad table must not flood the log.
@@ -1050,6 +1096,7 @@ class Node:
         self.metrics.state(neighbor.config.address, change.new)
         if change.old is State.ESTABLISHED:
             neighbor.last_down_reason, neighbor.last_down_notification = change.reason, change.notification
+            neighbor.warned = False
             # RFC 4271 §9: the peer's routes go with its session.
             self.rib.peer_down(neighbor.config.address)
         fields: dict[str, Any] = {}
