@@ -686,6 +686,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class GracefulRestartConfig(_Model):
+    """Graceful restart (RFC 4724): keep a restarting peer's routes while it comes back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: StrictBool = False
+    restart_time: StrictInt = 120
+    stale_routes_time: StrictFloat = Field(default=360.0, allow_inf_nan=False)
+
+    @field_validator("restart_time")
+    @classmethod
+    def _twelve_bits(cls, value: int) -> int:
+        if not 1 <= value <= 4095:
+            raise ValueError(f"must be 1-4095 seconds (a 12-bit field, RFC 4724 §3), got {value}")
+        return value
+
+    @field_validator("stale_routes_time")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        return _positive_seconds(value)
+
+
 class AdminConfig(_Model):
     """The AdminService gRPC endpoint: localhost by default; anywhere else only with a token."""
 
@@ -749,6 +771,7 @@ class Config(_Model):
     timers: TimersConfig = Field(default_factory=TimersConfig)
     neighbors: tuple[NeighborConfig, ...] = ()
     mcp: McpConfig = Field(default_factory=McpConfig)
+    graceful_restart: GracefulRestartConfig = Field(default_factory=GracefulRestartConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

@@ -169,6 +169,12 @@ class Rib:
         #: Per source, names its import policy rejected, with their attributes as received: what a
         #: policy change re-evaluates without asking the peer again, and what `explain` shows.
         self._filtered: dict[str, dict[str, PathAttributes]] = {LOCAL: {}}
+        #: Per source whose session ended gracefully (RFC 4724 §4.2): names kept, still candidates,
+        #: until the peer announces them again or they are swept.
+        self._stale: dict[str, set[str]] = {}
+        #: While set, End-of-RIB is not sent: a restarting node waits for its peers' tables first
+        #: (RFC 4724 §4.1), so that they do not sweep routes it has not learnt again yet.
+        self.hold_end_of_rib = False
         self._paths: dict[tuple[str, PathAttributes, PathAttributes | None], Path] = {}
         self.policy = RoutingPolicy()
         self._import_chains: dict[str, PolicyChain | None] = {}
@@ -199,6 +205,7 @@ class Rib:
 
     def remove_peer(self, key: str) -> None:
         self.peer_down(key)
+        self._stale.pop(key, None)
         del self._sources[key], self._adj_in[key], self._filtered[key], self._out[key]
         self._import_chains.pop(key, None)
 
@@ -213,8 +220,12 @@ class Rib:
         out.end_of_rib_pending = True
         out.next_announcement = float("-inf")
 
-    def peer_down(self, key: str) -> None:
-        """The session ended: flush the peer's routes and forget what was advertised to it."""
+    def peer_down(self, key: str, *, keep_stale: bool = False) -> None:
+        """The session ended: flush the peer's routes and forget what was advertised to it.
+
+        With `keep_stale` (graceful restart, RFC 4724 §4.2) the routes stay, marked stale, and are
+        still used until the peer announces them again or `sweep_stale` removes them.
+        """
         out = self._out[key]
         out.established = False
         out.advertised.clear()
@@ -222,6 +233,10 @@ class Rib:
         out.pending.clear()
         out.exports.clear()
         out.end_of_rib_pending = False
+        if keep_stale:
+            self._stale.setdefault(key, set()).update(self._adj_in[key])
+            return
+        self._stale.pop(key, None)
         adj = self._adj_in[key]
         self._adj_in[key] = {}
         self._filtered[key] = {}
@@ -254,6 +269,11 @@ class Rib:
         changed: dict[str, Path | None] = {}
         adj = self._adj_in[key]
         filtered = self._filtered[key]
+        stale = self._stale.get(key)
+        if stale:
+            # Announced again (or withdrawn) by the restarted peer: no longer stale (RFC 4724 §4.2).
+            stale.difference_update(update.announced)
+            stale.difference_update(update.withdrawn)
         for name in withdrawn:
             path = adj.pop(name, None)
             if path is not None and self._loc.get(name) is path:
@@ -616,7 +636,8 @@ class Rib:
         if not out.established:
             return False
         due = bool(out.pending) and now >= out.next_announcement
-        return bool(out.urgent) or due or (out.end_of_rib_pending and not out.pending)
+        end_of_rib = out.end_of_rib_pending and not out.pending and not self.hold_end_of_rib
+        return bool(out.urgent) or due or end_of_rib
 
     def next_deadline(self, now: float = float("-inf")) -> float | None:
         """When announcements held back by the advertisement interval become due, if after `now`.
@@ -662,7 +683,7 @@ class Rib:
         updates = [Update(withdrawn=chunk) for chunk in _chunks(withdrawn)]
         for attrs, names in groups.values():
             updates += [Update(attributes=attrs, announced=chunk) for chunk in _chunks(names)]
-        if out.end_of_rib_pending and not out.pending and not out.urgent:
+        if out.end_of_rib_pending and not out.pending and not out.urgent and not self.hold_end_of_rib:
             out.end_of_rib_pending = False
             updates.append(Update(end_of_rib=True))
         return updates
@@ -763,6 +784,18 @@ class Rib:
 
     def received_count(self, key: str) -> int:
         return len(self._adj_in[key])
+
+    def sweep_stale(self, key: str) -> int:
+        """Remove the routes a restarted peer did not announce again (after its End-of-RIB, or a timer)."""
+        stale = self._stale.pop(key, set())
+        adj = self._adj_in[key]
+        removed = {name: path for name in stale if (path := adj.pop(name, None)) is not None}
+        loc = self._loc
+        self._commit({name: path for name, path in removed.items() if loc.get(name) is path})
+        return len(removed)
+
+    def stale_count(self, key: str) -> int:
+        return len(self._stale.get(key, ()))
 
     def filtered_count(self, key: str) -> int:
         return len(self._filtered[key])

@@ -51,6 +51,7 @@ from agentmesh.bgp.fsm import (
 from agentmesh.bgp.messages import (
     AgentAttributes,
     Capabilities,
+    GracefulRestart,
     Notification,
     PathAttributes,
     RouteRefresh,
@@ -200,6 +201,10 @@ class _Neighbor:
     #: The max-prefix warning was logged for the current session.
     warned: bool = False
     restart: asyncio.TimerHandle | None = None
+    #: The restart time the peer advertised (RFC 4724 §3), None when it does no graceful restart.
+    peer_restart_time: int | None = None
+    #: Sweeps the peer's stale routes if it does not come back (or send End-of-RIB) in time.
+    stale_timer: asyncio.TimerHandle | None = None
 
 
 class Node:
@@ -258,6 +263,9 @@ class Node:
         )
         self.policy = self.config.policy
         self.rib.set_policy(self._routing_policy(self.policy, list(self.config.neighbors)))
+        # A (re)starting node with graceful restart sends End-of-RIB only once it has its peers'
+        # tables (or the readiness timeout passed), so that peers sweep only what is really gone.
+        self.rib.hold_end_of_rib = self.config.graceful_restart.enabled and bool(self.config.neighbors)
         self.started_at = self._now()
         # Readiness waits for the initial table exchange with the configured neighbours (RFC 4724 §2:
         # End-of-RIB both ways), or for the timeout, whichever comes first.
@@ -676,7 +684,7 @@ class Node:
             connect_retry_initial=timers.connect_retry_initial,
             passive=neighbor.passive,
             # ROUTE-REFRESH is answered by re-sending the table (RFC 2918 §4); soft reset in uses it.
-            capabilities=Capabilities(route_refresh=True),
+            capabilities=Capabilities(route_refresh=True, graceful_restart=self._graceful_restart()),
         )
 
     def _neighbor(self, address: str) -> _Neighbor:
@@ -702,6 +710,8 @@ class Node:
     def _remove_neighbor(self, address: str, notification: Notification) -> None:
         neighbor = self._neighbor(address)
         self._cancel_restart(neighbor)
+        if neighbor.stale_timer is not None:
+            neighbor.stale_timer.cancel()
         self._stop_peer(neighbor, notification)
         del self._neighbors[address]
         self.rib.remove_peer(address)
@@ -832,7 +842,13 @@ class Node:
         if self._server is not None:
             self._spawn(self._server.set_ready())
 
+    def _release_end_of_rib(self, why: str) -> None:
+        if self.rib.hold_end_of_rib:
+            self.rib.hold_end_of_rib = False
+            self._log.info("end_of_rib_released", why=why)
+
     def _readiness_timed_out(self) -> None:
+        self._release_end_of_rib("readiness timeout")
         if not self.ready:
             self._log.warning("readiness_timeout", waiting_for=sorted(self._initial_exchange))
             self._become_ready("readiness timeout")
@@ -843,6 +859,8 @@ class Node:
         if waiting is None:
             return
         waiting.difference_update(steps)
+        if not any("received" in left for left in self._initial_exchange.values()):
+            self._release_end_of_rib("End-of-RIB received from every configured neighbour")
         if not waiting:
             del self._initial_exchange[address]
             if not self._initial_exchange:
@@ -851,7 +869,38 @@ class Node:
     def _stop_all(self, notification: Notification) -> None:
         for neighbor in self._neighbors.values():
             self._cancel_restart(neighbor)
+            if neighbor.stale_timer is not None:
+                neighbor.stale_timer.cancel()
             self._stop_peer(neighbor, notification)
+
+    def _graceful_restart(self) -> GracefulRestart | None:
+        """The capability this node advertises (RFC 4724 §3), None when graceful restart is off.
+
+        A node that started less than its restart time ago says it is restarting (R bit): peers that
+        kept its routes then wait for its End-of-RIB. Its forwarding state is its hosted agents and
+        its configuration, which survive a restart, hence the F bit.
+        """
+        settings = self.config.graceful_restart
+        if not settings.enabled:
+            return None
+        restarting = self._now() - self.started_at < settings.restart_time
+        return GracefulRestart(settings.restart_time, restarting=restarting, forwarding_state_preserved=True)
+
+    def _arm_stale_timer(self, neighbor: _Neighbor, delay: float) -> None:
+        if neighbor.stale_timer is not None:
+            neighbor.stale_timer.cancel()
+        sweep = functools.partial(self._post, lambda: self._sweep_stale(neighbor, "timer"))
+        neighbor.stale_timer = asyncio.get_running_loop().call_later(delay, sweep)
+
+    def _sweep_stale(self, neighbor: _Neighbor, why: str) -> None:
+        if neighbor.stale_timer is not None:
+            neighbor.stale_timer.cancel()
+            neighbor.stale_timer = None
+        address = neighbor.config.address
+        if self._neighbors.get(address) is not neighbor:
+            return
+        swept = self.rib.sweep_stale(address)
+        self._log.info("stale_routes_swept", peer=address, routes=swept, why=why)
 
     def _cancel_restart(self, neighbor: _Neighbor) -> None:
         """An operator's decision (or the node stopping) replaces a pending max-prefix restart."""
@@ -993,7 +1042,13 @@ class Node:
                 self._state_changed(neighbor, effect)
             elif isinstance(effect, SessionUp):
                 n = effect.negotiated
+                neighbor.peer_restart_time = (
+                    n.peer_restart_time if self.config.graceful_restart.enabled else None
+                )
                 self.rib.peer_up(neighbor.config.address, n.peer_id)
+                if self.rib.stale_count(neighbor.config.address):
+                    # Back in time: its stale routes wait for its End-of-RIB, but not for ever.
+                    self._arm_stale_timer(neighbor, self.config.graceful_restart.stale_routes_time)
                 self._log.info(
                     "session_established",
                     peer=neighbor.config.address,
@@ -1019,6 +1074,8 @@ class Node:
         if result.end_of_rib:
             self._log.info("end_of_rib_received", peer=address)
             self._initial_done(address, "received")
+            if self.rib.stale_count(address):
+                self._sweep_stale(neighbor, "end_of_rib")
         if (dropped := result.dropped) is not None:
             self.metrics.routes_dropped.labels(dropped.reason.value).inc(len(dropped.names))
             self._log_dropped(address, dropped.reason.value, dropped.detail, dropped.names)
@@ -1097,8 +1154,19 @@ class Node:
         if change.old is State.ESTABLISHED:
             neighbor.last_down_reason, neighbor.last_down_notification = change.reason, change.notification
             neighbor.warned = False
-            # RFC 4271 §9: the peer's routes go with its session.
-            self.rib.peer_down(neighbor.config.address)
+            # RFC 4271 §9: the peer's routes go with its session, unless both sides do graceful
+            # restart and the session was lost rather than closed with a NOTIFICATION (RFC 4724 §4.2).
+            graceful = neighbor.peer_restart_time is not None and change.notification is None
+            self.rib.peer_down(neighbor.config.address, keep_stale=graceful)
+            if graceful:
+                assert neighbor.peer_restart_time is not None
+                self._log.info(
+                    "graceful_restart_started",
+                    peer=neighbor.config.address,
+                    stale=self.rib.stale_count(neighbor.config.address),
+                    restart_time=neighbor.peer_restart_time,
+                )
+                self._arm_stale_timer(neighbor, neighbor.peer_restart_time)
         fields: dict[str, Any] = {}
         if change.notification is not None:
             fields = {"notification": str(change.notification)}

@@ -21,6 +21,7 @@ from agentmesh.config import (
     BackendConfig,
     Config,
     ConfigError,
+    GracefulRestartConfig,
     LocalFunctionConfig,
     MaxPrefixesConfig,
     McpConfig,
@@ -783,6 +784,7 @@ def test_model_keys_helper_sees_every_model() -> None:
         AdminConfig,
         MetricsConfig,
         MaxPrefixesConfig,
+        GracefulRestartConfig,
         BackendConfig,
         LocalFunctionConfig,
     )
