@@ -63,6 +63,7 @@ from agentmesh.config_base import ConfigModel as _Model
 from agentmesh.config_base import Problems as _Problems
 from agentmesh.policy_config import PolicyAssignment, PolicyConfig
 from agentmesh.rib import names
+from agentmesh.rib.damping import DampingSettings
 
 __all__ = [
     "DEFAULT_ADMIN_LISTEN",
@@ -686,6 +687,38 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class DampingConfig(_Model):
+    """Route flap damping of routes from external peers (RFC 2439); defaults as in docs/damping.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: StrictBool = False
+    half_life: StrictFloat = Field(default=900.0, allow_inf_nan=False)
+    reuse_threshold: StrictFloat = Field(default=750.0, allow_inf_nan=False)
+    suppress_threshold: StrictFloat = Field(default=2000.0, allow_inf_nan=False)
+    max_suppress_time: StrictFloat = Field(default=3600.0, allow_inf_nan=False)
+    withdrawal_penalty: StrictFloat = Field(default=1000.0, allow_inf_nan=False)
+    change_penalty: StrictFloat = Field(default=500.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        try:
+            self.settings()
+        except ValueError as error:
+            raise _Problems([((), str(error))]) from None
+        return self
+
+    def settings(self) -> DampingSettings:
+        return DampingSettings(
+            half_life=self.half_life,
+            reuse_threshold=self.reuse_threshold,
+            suppress_threshold=self.suppress_threshold,
+            max_suppress_time=self.max_suppress_time,
+            withdrawal_penalty=self.withdrawal_penalty,
+            change_penalty=self.change_penalty,
+        )
+
+
 class GracefulRestartConfig(_Model):
     """Graceful restart (RFC 4724): keep a restarting peer's routes while it comes back."""
 
@@ -772,6 +805,7 @@ class Config(_Model):
     neighbors: tuple[NeighborConfig, ...] = ()
     mcp: McpConfig = Field(default_factory=McpConfig)
     graceful_restart: GracefulRestartConfig = Field(default_factory=GracefulRestartConfig)
+    damping: DampingConfig = Field(default_factory=DampingConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

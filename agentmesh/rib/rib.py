@@ -39,6 +39,7 @@ from agentmesh.rib.attributes import (
     malformation,
     reflected,
 )
+from agentmesh.rib.damping import Damping
 from agentmesh.rib.decision import Decision, DecisionReason, Path, Source, decide, make_path, why
 from agentmesh.rib.policy import (
     AddMed,
@@ -155,6 +156,7 @@ class Rib:
         min_advertisement_interval: float = 0.1,
         *,
         cluster_id: int | None = None,
+        damping: Damping | None = None,
     ) -> None:
         self.asn = asn
         self.router_id = router_id
@@ -175,6 +177,10 @@ class Rib:
         #: While set, End-of-RIB is not sent: a restarting node waits for its peers' tables first
         #: (RFC 4724 §4.1), so that they do not sweep routes it has not learnt again yet.
         self.hold_end_of_rib = False
+        #: Route flap damping of routes from external peers (RFC 2439), None when off.
+        self.damping = damping
+        #: Per source, announced names damping holds back, with their attributes: not candidates.
+        self._suppressed: dict[str, dict[str, PathAttributes]] = {}
         self._paths: dict[tuple[str, PathAttributes, PathAttributes | None], Path] = {}
         self.policy = RoutingPolicy()
         self._import_chains: dict[str, PolicyChain | None] = {}
@@ -206,6 +212,9 @@ class Rib:
     def remove_peer(self, key: str) -> None:
         self.peer_down(key)
         self._stale.pop(key, None)
+        self._suppressed.pop(key, None)
+        if self.damping is not None:
+            self.damping.forget_peer(key)
         del self._sources[key], self._adj_in[key], self._filtered[key], self._out[key]
         self._import_chains.pop(key, None)
 
@@ -237,6 +246,7 @@ class Rib:
             self._stale.setdefault(key, set()).update(self._adj_in[key])
             return
         self._stale.pop(key, None)
+        self._suppressed.pop(key, None)  # the history stays with the damping engine (RFC 2439 §4.8.5)
         adj = self._adj_in[key]
         self._adj_in[key] = {}
         self._filtered[key] = {}
@@ -274,6 +284,11 @@ class Rib:
             # Announced again (or withdrawn) by the restarted peer: no longer stale (RFC 4724 §4.2).
             stale.difference_update(update.announced)
             stale.difference_update(update.withdrawn)
+        source = self._sources[key]
+        damped = self.damping is not None and not source.internal
+        if damped:
+            withdrawn = list(withdrawn)
+            self._damp_withdrawals(key, adj, withdrawn, now)
         for name in withdrawn:
             path = adj.pop(name, None)
             if path is not None and self._loc.get(name) is path:
@@ -283,8 +298,10 @@ class Rib:
         rejected = 0
         if announced:
             assert update.attributes is not None
-            source = self._sources[key]
             attrs = imported(update.attributes, internal=source.internal)
+            if damped:
+                attrs = self._pool.intern(attrs)
+                announced = self._undamped(key, adj, attrs, announced, changed, now)
             rejected = self._import(source, attrs, announced, changed)
         self._commit(changed)
         return Received(len(announced), len(update.withdrawn), len(changed), rejected, dropped)
@@ -317,6 +334,63 @@ class Rib:
                 if path is not None and loc.get(name) is path:
                     changed.setdefault(name, path)
         return rejected
+
+    def _damp_withdrawals(self, key: str, adj: dict[str, Path], names: list[str], now: float) -> None:
+        """Charge each withdrawal of a route this peer had announced (RFC 2439 §4.8.2)."""
+        assert self.damping is not None
+        suppressed = self._suppressed.get(key, {})
+        for name in names:
+            if name in adj or suppressed.pop(name, None) is not None:
+                self.damping.withdrawn(key, name, now)
+
+    def _undamped(
+        self,
+        key: str,
+        adj: dict[str, Path],
+        attrs: PathAttributes,
+        names: tuple[str, ...],
+        changed: dict[str, Path | None],
+        now: float,
+    ) -> tuple[str, ...]:
+        """The announced names damping lets through; the others are kept aside until reuse."""
+        assert self.damping is not None
+        usable: list[str] = []
+        suppressed = self._suppressed.setdefault(key, {})
+        loc = self._loc
+        for name in names:
+            previous = adj.get(name)
+            change = previous is not None and (previous.received or previous.attrs) is not attrs
+            if self.damping.announced(key, name, change, now):
+                usable.append(name)
+                continue
+            suppressed[name] = attrs
+            if previous is not None:  # its newest state is suppressed: the older one is no candidate
+                del adj[name]
+                if loc.get(name) is previous:
+                    changed.setdefault(name, previous)
+        return tuple(usable) if len(usable) != len(names) else names
+
+    def reuse(self, now: float) -> int:
+        """Install the suppressed routes whose penalty decayed below the reuse threshold by `now`."""
+        if self.damping is None:
+            return 0
+        groups: dict[tuple[str, int], tuple[PathAttributes, list[str]]] = {}
+        for key, name in self.damping.reusable(now):
+            attrs = self._suppressed.get(key, {}).pop(name, None)
+            if attrs is not None and key in self._sources:
+                groups.setdefault((key, id(attrs)), (attrs, []))[1].append(name)
+        changed: dict[str, Path | None] = {}
+        for (key, _), (attrs, names) in groups.items():
+            self._import(self._sources[key], attrs, names, changed)
+        self._commit(changed)
+        return sum(len(names) for _, names in groups.values())
+
+    def suppressed(self, key: str) -> Iterator[tuple[str, PathAttributes]]:
+        """Names from `key` that damping holds back, with their attributes."""
+        return iter(self._suppressed.get(key, {}).items())
+
+    def suppressed_count(self) -> int:
+        return sum(len(names) for names in self._suppressed.values())
 
     def _context(self, peer: Source) -> RouteContext:
         return RouteContext(peer.key, peer.asn, self.asn, self.next_hop)
@@ -649,6 +723,8 @@ class Rib:
             for out in self._out.values()
             if out.established and out.pending and out.next_announcement > now
         ]
+        if self.damping is not None and (reuse := self.damping.next_deadline()) is not None:
+            due.append(reuse)
         return min(due, default=None)
 
     def take_updates(self, key: str, now: float, max_names: int = 50_000) -> list[Update]:

@@ -70,6 +70,7 @@ from agentmesh.config import (
 from agentmesh.obs.logging import get_logger
 from agentmesh.obs.metrics import NodeMetrics
 from agentmesh.policy_config import PolicyConfig, build_routing_policy
+from agentmesh.rib.damping import Damping
 from agentmesh.rib.decision import Decision, Path
 from agentmesh.rib.policy import RoutingPolicy, Verdict
 from agentmesh.rib.resolve import glob_matches
@@ -260,6 +261,7 @@ class Node:
             self.advertise_address,
             self.config.timers.min_advertisement_interval,
             cluster_id=router_id_to_int(self.config.node.cluster_id) if self.config.node.cluster_id else None,
+            damping=Damping(self.config.damping.settings()) if self.config.damping.enabled else None,
         )
         self.policy = self.config.policy
         self.rib.set_policy(self._routing_policy(self.policy, list(self.config.neighbors)))
@@ -376,6 +378,7 @@ class Node:
                 "adj_rib_in": counts.adj_rib_in,
                 "loc_rib": counts.loc_rib,
                 "adj_rib_out": counts.adj_rib_out,
+                "suppressed": self.rib.suppressed_count(),
             }
             changes = {reason.value: n for reason, n in self.rib.best_path_changes.items()}
             self.metrics.sample_rib(tables, counts.attribute_sets, changes)
@@ -646,6 +649,8 @@ class Node:
 
     def _poll_timers(self) -> None:
         now = self._now()
+        if reused := self.rib.reuse(now):
+            self._log.info("damped_routes_reused", routes=reused)
         for neighbor in list(self._neighbors.values()):
             self._apply(neighbor, neighbor.peer.poll(now))
 

@@ -21,6 +21,7 @@ from agentmesh.config import (
     BackendConfig,
     Config,
     ConfigError,
+    DampingConfig,
     GracefulRestartConfig,
     LocalFunctionConfig,
     MaxPrefixesConfig,
@@ -785,6 +786,7 @@ def test_model_keys_helper_sees_every_model() -> None:
         MetricsConfig,
         MaxPrefixesConfig,
         GracefulRestartConfig,
+        DampingConfig,
         BackendConfig,
         LocalFunctionConfig,
     )
