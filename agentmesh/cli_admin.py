@@ -604,10 +604,16 @@ def _peer_disable(client: AdminClient, args: argparse.Namespace) -> int:
 _ROUTE_HEADERS = ("", "NAME", "NEXT HOP", "AS PATH", "MED", "LOCAL PREF", "PEER")
 
 
+def _marker(route: admin_pb2.Route) -> str:
+    """`*` best, `x` filtered by import policy, `d` held back by damping; `s` added when stale."""
+    marker = "*" if route.best else "x" if route.filtered else "d" if route.suppressed else ""
+    return marker + ("s" if route.stale else "")
+
+
 def _route_row(route: admin_pb2.Route) -> tuple[str, ...]:
     attributes = route.attributes
     return (
-        "*" if route.best else ("x" if route.filtered else ""),
+        _marker(route),
         route.name,
         attributes.next_hop or "-",
         " ".join(str(asn) for asn in attributes.as_path) or "-",

@@ -389,8 +389,11 @@ class Rib:
         """Names from `key` that damping holds back, with their attributes."""
         return iter(self._suppressed.get(key, {}).items())
 
-    def suppressed_count(self) -> int:
-        return sum(len(names) for names in self._suppressed.values())
+    def suppressed_count(self, key: str | None = None) -> int:
+        """Routes damping holds back from `key`, or from every peer."""
+        if key is None:
+            return sum(len(names) for names in self._suppressed.values())
+        return len(self._suppressed.get(key, {}))
 
     def _context(self, peer: Source) -> RouteContext:
         return RouteContext(peer.key, peer.asn, self.asn, self.next_hop)
@@ -870,8 +873,14 @@ class Rib:
         self._commit({name: path for name, path in removed.items() if loc.get(name) is path})
         return len(removed)
 
-    def stale_count(self, key: str) -> int:
+    def stale_count(self, key: str | None = None) -> int:
+        """Stale routes from `key`, or from every peer."""
+        if key is None:
+            return sum(len(names) for names in self._stale.values())
         return len(self._stale.get(key, ()))
+
+    def stale_names(self, key: str) -> frozenset[str]:
+        return frozenset(self._stale.get(key, ()))
 
     def filtered_count(self, key: str) -> int:
         return len(self._filtered[key])

@@ -46,6 +46,10 @@ class RouteEntry:
     best: bool
     #: Rejected by import policy (listed in the Adj-RIB-In, but no candidate).
     filtered: bool = False
+    #: Held back by flap damping (listed in the Adj-RIB-In, but no candidate).
+    suppressed: bool = False
+    #: Kept from a lost session until the peer announces it again (graceful restart).
+    stale: bool = False
     #: How policy treated it, when asked for and a policy applies.
     verdict: Verdict | None = None
 

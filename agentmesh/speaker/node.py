@@ -132,6 +132,9 @@ class PeerStatus:
     routes_received: int
     routes_advertised: int
     seconds_in_state: float
+    routes_stale: int
+    routes_suppressed: int
+    peer_restart_time: int | None
 
 
 #: Config sections a running node cannot take on by reload.
@@ -379,6 +382,7 @@ class Node:
                 "loc_rib": counts.loc_rib,
                 "adj_rib_out": counts.adj_rib_out,
                 "suppressed": self.rib.suppressed_count(),
+                "stale": self.rib.stale_count(),
             }
             changes = {reason.value: n for reason, n in self.rib.best_path_changes.items()}
             self.metrics.sample_rib(tables, counts.attribute_sets, changes)
@@ -423,8 +427,18 @@ class Node:
         elif table is RouteTable.ADJ_RIB_IN:
             assert peer is not None
             received = await self.call(lambda: self._adj_rib_in(peer))
+            stale = await self.call(lambda: self.rib.stale_names(peer))
             entries = [
-                RouteEntry(name, attrs, peer, chosen, filtered) for name, attrs, chosen, filtered in received
+                RouteEntry(
+                    name,
+                    attrs,
+                    peer,
+                    chosen,
+                    filtered=why == "filtered",
+                    suppressed=why == "suppressed",
+                    stale=name in stale,
+                )
+                for name, attrs, chosen, why in received
             ]
         else:
             assert peer is not None
@@ -814,12 +828,13 @@ class Node:
         self._neighbor(peer)
         return list(self.rib.adj_rib_out(peer))
 
-    def _adj_rib_in(self, peer: str) -> list[tuple[str, PathAttributes, bool, bool]]:
-        """The neighbour's Adj-RIB-In: (name, attributes, best, filtered by import policy)."""
+    def _adj_rib_in(self, peer: str) -> list[tuple[str, PathAttributes, bool, str]]:
+        """The neighbour's Adj-RIB-In: (name, attributes, best, "" or why it is no candidate)."""
         self._neighbor(peer)
         best = self.rib.best
-        rows = [(name, path.attrs, best(name) is path, False) for name, path in self.rib.adj_rib_in(peer)]
-        return rows + [(name, attrs, False, True) for name, attrs in self.rib.filtered(peer)]
+        rows = [(name, path.attrs, best(name) is path, "") for name, path in self.rib.adj_rib_in(peer)]
+        rows += [(name, attrs, False, "filtered") for name, attrs in self.rib.filtered(peer)]
+        return rows + [(name, attrs, False, "suppressed") for name, attrs in self.rib.suppressed(peer)]
 
     def _verdict(self, peer: str, name: str, *, export: bool) -> Verdict | None:
         if not peer:
@@ -938,6 +953,9 @@ class Node:
             routes_received=self.rib.received_count(n.config.address),
             routes_advertised=self.rib.advertised_count(n.config.address),
             seconds_in_state=self._now() - n.state_since,
+            routes_stale=self.rib.stale_count(n.config.address),
+            routes_suppressed=self.rib.suppressed_count(n.config.address),
+            peer_restart_time=n.peer_restart_time,
         )
 
     # -- streams ---------------------------------------------------------------------------

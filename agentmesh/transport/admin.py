@@ -382,6 +382,9 @@ def _peer(status: PeerStatus) -> pb.Peer:
         routes_received=status.routes_received,
         routes_advertised=status.routes_advertised,
         seconds_in_state=status.seconds_in_state,
+        routes_stale=status.routes_stale,
+        routes_suppressed=status.routes_suppressed,
+        peer_restart_time=status.peer_restart_time or 0,
     )
 
 
@@ -393,6 +396,8 @@ def _route(entry: RouteEntry) -> pb.Route:
         peer=peer,
         best=entry.best,
         filtered=entry.filtered,
+        suppressed=entry.suppressed,
+        stale=entry.stale,
         policy_trail=_trail(entry.verdict),
     )
 

@@ -396,6 +396,9 @@ class Peer(_message.Message):
     SECONDS_IN_STATE_FIELD_NUMBER: _builtins.int
     LAST_DOWN_REASON_FIELD_NUMBER: _builtins.int
     LAST_DOWN_NOTIFICATION_FIELD_NUMBER: _builtins.int
+    ROUTES_STALE_FIELD_NUMBER: _builtins.int
+    ROUTES_SUPPRESSED_FIELD_NUMBER: _builtins.int
+    PEER_RESTART_TIME_FIELD_NUMBER: _builtins.int
     internal: _builtins.bool
     """Whether it is iBGP (same AS)."""
     enabled: _builtins.bool
@@ -418,6 +421,12 @@ class Peer(_message.Message):
     """Seconds since the session last changed state."""
     last_down_reason: _builtins.str
     """Why the last Established session ended (a typed reason); empty if none has."""
+    routes_stale: _builtins.int
+    """Routes from the peer kept stale after its session was lost (graceful restart, RFC 4724)."""
+    routes_suppressed: _builtins.int
+    """Routes from the peer that flap damping holds back (RFC 2439)."""
+    peer_restart_time: _builtins.int
+    """The restart time the peer advertised in OPEN (graceful restart); 0 when it did not."""
     @_builtins.property
     def config(self) -> Global___PeerConfig:
         """Its configuration."""
@@ -447,10 +456,13 @@ class Peer(_message.Message):
         seconds_in_state: _builtins.float = ...,
         last_down_reason: _builtins.str = ...,
         last_down_notification: Global___NotificationInfo | None = ...,
+        routes_stale: _builtins.int = ...,
+        routes_suppressed: _builtins.int = ...,
+        peer_restart_time: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "last_down_notification", b"last_down_notification", "last_notification_received", b"last_notification_received"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "connections", b"connections", "enabled", b"enabled", "internal", b"internal", "last_down_notification", b"last_down_notification", "last_down_reason", b"last_down_reason", "last_notification_received", b"last_notification_received", "last_reason", b"last_reason", "negotiated_hold_time", b"negotiated_hold_time", "peer_router_id", b"peer_router_id", "routes_advertised", b"routes_advertised", "routes_received", b"routes_received", "seconds_in_state", b"seconds_in_state", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "connections", b"connections", "enabled", b"enabled", "internal", b"internal", "last_down_notification", b"last_down_notification", "last_down_reason", b"last_down_reason", "last_notification_received", b"last_notification_received", "last_reason", b"last_reason", "negotiated_hold_time", b"negotiated_hold_time", "peer_restart_time", b"peer_restart_time", "peer_router_id", b"peer_router_id", "routes_advertised", b"routes_advertised", "routes_received", b"routes_received", "routes_stale", b"routes_stale", "routes_suppressed", b"routes_suppressed", "seconds_in_state", b"seconds_in_state", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -768,6 +780,8 @@ class Route(_message.Message):
     PEER_FIELD_NUMBER: _builtins.int
     BEST_FIELD_NUMBER: _builtins.int
     FILTERED_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
     POLICY_TRAIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The agent name or aggregate."""
@@ -779,6 +793,10 @@ class Route(_message.Message):
     """Whether it is the best path for its name."""
     filtered: _builtins.bool
     """Rejected by import policy: received, but not a candidate (Adj-RIB-In listings only)."""
+    suppressed: _builtins.bool
+    """Held back by flap damping until its penalty decays (Adj-RIB-In listings only)."""
+    stale: _builtins.bool
+    """Kept from a session that was lost, until the peer announces it again (graceful restart)."""
     @_builtins.property
     def attributes(self) -> _bgp_pb2.PathAttributes:
         """Its path attributes."""
@@ -797,11 +815,13 @@ class Route(_message.Message):
         peer: _builtins.str = ...,
         best: _builtins.bool = ...,
         filtered: _builtins.bool = ...,
+        suppressed: _builtins.bool = ...,
+        stale: _builtins.bool = ...,
         policy_trail: _abc.Iterable[Global___PolicyStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "best", b"best", "filtered", b"filtered", "name", b"name", "peer", b"peer", "policy_trail", b"policy_trail"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "best", b"best", "filtered", b"filtered", "name", b"name", "peer", b"peer", "policy_trail", b"policy_trail", "stale", b"stale", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
