@@ -55,6 +55,9 @@ from agentmesh.rib.resolve import ResolutionIndex, longest_match
 LOCAL = ""
 #: Most names one UPDATE may carry; more is a malformed message (RFC 7606 §5.3 leaves no safe repair).
 MAX_NAMES_PER_UPDATE = 200_000
+#: Decision steps (of `decision.Rank`) on which paths must agree to share load: LOCAL_PREF, local
+#: origination, AS_PATH length, ORIGIN, MED, and eBGP over iBGP (the IGP-cost step of RFC 4271).
+MULTIPATH_STEPS = 6
 #: Cached paths beyond which unused paths and attribute sets are collected (then twice the live count).
 COLLECT_THRESHOLD = 4096
 #: Budget of name octets per UPDATE built here: a few hundred KiB, well under gRPC's 4 MiB default.
@@ -840,6 +843,39 @@ class Rib:
         """The Loc-RIB entry serving `name` (itself or its longest covering aggregate) and its path."""
         match = longest_match(name, self._loc)
         return None if match is None else (match, self._loc[match])
+
+    def lookup_paths(self, name: str, maximum: int) -> tuple[str, list[Path]] | None:
+        """The entry serving `name` and up to `maximum` equally good paths to it, best first.
+
+        Equally good as ECMP has it: equal through the MED and eBGP-over-iBGP steps of the decision
+        (`MULTIPATH_STEPS`), so only the tie-breakers (cluster list, router id, address) differ; one
+        path per NEXT_HOP. A locally originated best path has no equals: local agents are served here.
+        """
+        match = longest_match(name, self._loc)
+        if match is None:
+            return None
+        best = self._loc[match]
+        if maximum <= 1 or best.source.local:
+            return match, [best]
+        key = best.rank[:MULTIPATH_STEPS]
+        equals = sorted(
+            (
+                path
+                for adj in self._adj_in.values()
+                if (path := adj.get(match)) is not None
+                and path is not best
+                and path.rank[:MULTIPATH_STEPS] == key
+            ),
+            key=lambda path: path.rank,
+        )
+        paths, hops = [best], {best.attrs.next_hop}
+        for path in equals:
+            if len(paths) == maximum:
+                break
+            if path.attrs.next_hop not in hops:
+                hops.add(path.attrs.next_hop)
+                paths.append(path)
+        return match, paths
 
     def with_capability(self, tag: str) -> list[tuple[str, Path]]:
         return sorted((name, self._loc[name]) for name in self.index.by_capability(tag))
