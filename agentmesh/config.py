@@ -59,6 +59,7 @@ from pydantic import (
 )
 
 from agentmesh.access_config import AccessConfig
+from agentmesh.agents.health import HealthSettings, HealthSettingsError
 from agentmesh.config_base import ConfigModel as _Model
 from agentmesh.config_base import Problems as _Problems
 from agentmesh.policy_config import PolicyAssignment, PolicyConfig
@@ -603,6 +604,40 @@ class LocalFunctionConfig(_Model):
         return value
 
 
+class HealthConfig(_Model):
+    """Health monitoring of one backend (docs/health.md): probes, passive ejection, MED, hysteresis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    probe_every: StrictFloat = Field(default=10.0, allow_inf_nan=False)
+    probe_timeout: StrictFloat = Field(default=5.0, allow_inf_nan=False)
+    failures_to_withdraw: StrictInt = 3
+    successes_to_recover: StrictInt = 2
+    #: 0: never eject.
+    failures_to_eject: StrictInt = 5
+    ejection_time: StrictFloat = Field(default=30.0, allow_inf_nan=False)
+    max_ejection_time: StrictFloat = Field(default=300.0, allow_inf_nan=False)
+    capacity: StrictInt = 10
+    error_window: StrictFloat = Field(default=60.0, allow_inf_nan=False)
+    degraded_error_rate: StrictFloat = Field(default=0.2, allow_inf_nan=False)
+    latency_smoothing: StrictFloat = Field(default=0.3, allow_inf_nan=False)
+    med_base: StrictInt = 0
+    med_min_change: StrictInt = 10
+    med_min_ratio: StrictFloat = Field(default=0.2, allow_inf_nan=False)
+    settle: StrictInt = 3
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        try:
+            self.settings()
+        except HealthSettingsError as error:
+            raise _Problems([((name,), message) for name, message in error.problems]) from None
+        return self
+
+    def settings(self) -> HealthSettings:
+        return HealthSettings(**self.model_dump())
+
+
 class BackendConfig(_Model):
     """Where a node's agents come from; each is announced as `namespace.<agent id>`."""
 
@@ -615,6 +650,9 @@ class BackendConfig(_Model):
     functions: tuple[LocalFunctionConfig, ...] = ()
     url: StrictStr | None = None
     command: tuple[StrictStr, ...] = ()
+    #: A local backend's probe function, `module:function` (docs/health.md).
+    probe: StrictStr | None = None
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     @field_validator("type")
     @classmethod
@@ -636,13 +674,20 @@ class BackendConfig(_Model):
     def _positive(cls, value: float) -> float:
         return _positive_seconds(value)
 
+    @field_validator("probe")
+    @classmethod
+    def _valid_probe(cls, value: str | None) -> str | None:
+        if value is not None and not _FUNCTION_RE.fullmatch(value):
+            raise ValueError(f"{value!r} must be 'module:function', e.g. 'my_agents.health:check'")
+        return value
+
     @model_validator(mode="after")
     def _fields_fit_the_type(self) -> Self:
         needs = {"demo": set(), "local": {"functions"}, "mastra": {"url"}, "mcp": set(), "a2a": {"url"}}[
             self.type
         ]
-        optional = {"demo": {"agents"}, "mcp": {"url", "command"}}.get(self.type, set())
-        given = {key for key in ("agents", "functions", "url", "command") if getattr(self, key)}
+        optional = {"demo": {"agents"}, "mcp": {"url", "command"}, "local": {"probe"}}.get(self.type, set())
+        given = {key for key in ("agents", "functions", "url", "command", "probe") if getattr(self, key)}
         problems = [((key,), f"required for a {self.type} backend") for key in sorted(needs - given)]
         problems += [
             ((key,), f"not used by a {self.type} backend") for key in sorted(given - needs - optional)

@@ -46,7 +46,7 @@ from a2a.types.a2a_pb2 import (
 )
 from google.protobuf.json_format import MessageToDict
 
-from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest
+from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest, RequestError
 from agentmesh.bgp.messages import BackendProtocol
 
 #: An agent can take long to answer; connecting to its server cannot.
@@ -66,6 +66,10 @@ _FAILED_STATES = {
 
 class A2aError(Exception):
     """An A2A agent could not be used: unreachable, a bad card, a protocol error, a failed task."""
+
+
+class A2aRequestError(A2aError, RequestError):
+    """The request cannot be sent as it is: nothing to send, or an agent this server does not have."""
 
 
 def agent_id_of(card: AgentCard) -> str:
@@ -229,6 +233,8 @@ class A2aBackend:
         self._client: Client | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        #: Why the latest probe failed, None after one that worked.
+        self.last_probe_error: str | None = None
 
     def __repr__(self) -> str:
         return f"A2aBackend({self.name!r}, {self.url!r})"
@@ -257,10 +263,13 @@ class A2aBackend:
             yield rest
 
     async def probe(self) -> bool:
+        """Fetch the agent card, as discovery does: the server answers and still publishes its agent."""
         try:
             await self._refresh_card()
-        except A2aError:
+        except A2aError as error:
+            self.last_probe_error = str(error)
             return False
+        self.last_probe_error = None
         return True
 
     async def close(self) -> None:
@@ -300,7 +309,7 @@ class A2aBackend:
             # First use, or maybe the agent was renamed: look at the card as it is now.
             card = await self._refresh_card()
             if agent_id_of(card) != agent_id:
-                raise A2aError(
+                raise A2aRequestError(
                     f"A2A server {self._base} has no agent {agent_id!r} (its agent is {agent_id_of(card)!r})"
                 )
         async with self._lock:
@@ -321,7 +330,7 @@ class A2aBackend:
         """Send the request and feed every reply event to `collector`, yielding the text each one adds."""
         text = message_text(request)
         if not text:
-            raise A2aError("nothing to send: the request has neither a user message nor arguments")
+            raise A2aRequestError("nothing to send: the request has neither a user message nor arguments")
         client = await self._client_for(agent_id)
         message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)])
         try:

@@ -24,6 +24,16 @@ class CallErrorCode(Enum):
     PERMISSION_DENIED = "permission_denied"
 
 
+class RequestError(Exception):
+    """A backend refused or failed one call because of the call itself: an unknown agent, arguments it
+    cannot take, a tool that ran and reported an error.
+
+    The backend answered, so health monitoring (agentmesh.agents.health) counts such a call as served,
+    not as a sign that the backend is unwell: five bad requests in a row must not withdraw an agent that
+    works. Backends raise subclasses of their own error types that also derive from this one.
+    """
+
+
 class CallFailure(Exception):
     """A call that failed, with the code and the node where that was decided."""
 
@@ -72,7 +82,13 @@ class AgentInfo:
 
 
 class Backend(Protocol):
-    """A source of agents: discover them, call them, stream from them, check they are alive."""
+    """A source of agents: discover them, call them, stream from them, check they are alive.
+
+    `probe` is the active health check (agentmesh.agents.health): a cheap request that proves the
+    backend can serve (Mastra lists its agents, A2A fetches its card, MCP lists its tools). It returns
+    False, or raises, when the backend cannot; a backend may keep why in a `last_probe_error` attribute
+    (str or None) for operators to see. The caller bounds its duration.
+    """
 
     name: str
     protocol: BackendProtocol

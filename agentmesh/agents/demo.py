@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest
+from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest, RequestError
 from agentmesh.agents.local import LocalAgent, LocalBackend
 
 _TEXT_INPUT = {"type": "object", "properties": {"text": {"type": "string"}}}
@@ -53,6 +53,10 @@ def _capitals() -> dict[str, str]:
     return table
 
 
+class ExpressionError(ValueError, RequestError):
+    """An expression the calculator will not evaluate: the caller's mistake, not the agent's ill health."""
+
+
 _OPERATORS: dict[type, Callable[..., Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
@@ -69,13 +73,13 @@ _MAX_LENGTH = 200
 
 
 def evaluate(expression: str) -> int | float:
-    """Arithmetic only: numbers, + - * / // % ** and parentheses. Raises ValueError otherwise."""
+    """Arithmetic only: numbers, + - * / // % ** and parentheses. Raises ExpressionError otherwise."""
     if len(expression) > _MAX_LENGTH:
-        raise ValueError(f"expression longer than {_MAX_LENGTH} characters")
+        raise ExpressionError(f"expression longer than {_MAX_LENGTH} characters")
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as error:
-        raise ValueError(f"not an arithmetic expression: {expression!r}") from error
+        raise ExpressionError(f"not an arithmetic expression: {expression!r}") from error
     return _eval(tree.body)
 
 
@@ -92,13 +96,13 @@ def _eval(node: ast.AST) -> int | float:
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-            raise ValueError(f"exponent above {_MAX_EXPONENT}")
+            raise ExpressionError(f"exponent above {_MAX_EXPONENT}")
         try:
             result = _OPERATORS[type(node.op)](left, right)
         except ZeroDivisionError as error:
-            raise ValueError("division by zero") from error
+            raise ExpressionError("division by zero") from error
         return result
-    raise ValueError(f"unsupported element {type(node).__name__} in expression")
+    raise ExpressionError(f"unsupported element {type(node).__name__} in expression")
 
 
 DEMO_AGENTS = {

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from typing import Any
 
 from agentmesh.agents.a2a import A2aBackend
 from agentmesh.agents.base import AgentInfo, Backend
 from agentmesh.agents.demo import DEMO_AGENTS, demo_backend
-from agentmesh.agents.local import AgentFunction, LocalAgent, LocalBackend
+from agentmesh.agents.local import LocalAgent, LocalBackend
 from agentmesh.agents.mastra import MastraBackend
 from agentmesh.agents.mcp_tools import McpToolsBackend
 from agentmesh.config import BackendConfig
@@ -34,7 +36,8 @@ def build_backend(index: int, config: BackendConfig) -> Backend:
             )
             for n, f in enumerate(config.functions)
         ]
-        return LocalBackend(config.namespace, agents)
+        probe = load_function(config.probe, f"{where}.probe") if config.probe else None
+        return LocalBackend(config.namespace, agents, probe=probe)
     if config.type == "a2a":
         assert config.url is not None
         return A2aBackend(config.namespace, config.url)
@@ -44,14 +47,15 @@ def build_backend(index: int, config: BackendConfig) -> Backend:
     return MastraBackend(config.namespace, config.url)
 
 
-def load_function(spec: str, where: str) -> AgentFunction:
+def load_function(spec: str, where: str) -> Callable[..., Any]:
     """Import `module:function`; raise BackendSetupError naming the config key when it fails."""
     module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as error:
         raise BackendSetupError(f"{where}: cannot import module {module_name!r}: {error}") from error
-    function: AgentFunction | None = getattr(module, attribute, None)
+    # An agent function or a probe function: which signature it has is the configuration's word.
+    function: Callable[..., Any] | None = getattr(module, attribute, None)
     if not callable(function):
         raise BackendSetupError(f"{where}: {module_name!r} has no callable {attribute!r}")
     return function

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import httpx2
 
-from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest
+from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest, RequestError
 from agentmesh.bgp.messages import BackendProtocol
 
 #: The environment variable the old proxy was configured with, and its default.
@@ -64,6 +64,21 @@ class MastraError(Exception):
         super().__init__(message if status is None else f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+
+
+class MastraRequestError(MastraError, RequestError):
+    """The server refused the request itself (a 4xx status: an unknown agent on 1.x, a bad body).
+
+    It answered, so this is no sign of ill health; 408 and 429 are not among these: a server that times
+    out or sheds load is unwell.
+    """
+
+
+def _status_error(response: httpx2.Response) -> MastraError:
+    """The error of a response with an error status."""
+    status = response.status_code
+    kind = MastraRequestError if 400 <= status < 500 and status not in (408, 429) else MastraError
+    return kind(status, _response_error(response))
 
 
 # --- stream decoding (pure) --------------------------------------------------------------------------------
@@ -335,14 +350,14 @@ class MastraBackend:
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
             transport=transport,
         )
+        #: Why the latest probe failed, None after one that worked.
+        self.last_probe_error: str | None = None
 
     def __repr__(self) -> str:
         return f"MastraBackend({self.name!r}, {self.url!r})"
 
     async def discover(self) -> list[AgentInfo]:
-        listing = await self._get_json("/api/agents")
-        if not isinstance(listing, dict):
-            raise MastraError(None, f"{self._base}/api/agents did not answer an object keyed by agent id")
+        listing = await self._agent_listing()
         return [_agent_info(agent_id, entry) for agent_id, entry in listing.items()]
 
     async def call(self, agent_id: str, request: AgentRequest) -> AgentReply:
@@ -352,7 +367,7 @@ class MastraBackend:
         except (httpx2.HTTPError, httpx2.InvalidURL) as error:
             raise self._transport_error(error) from error
         if not response.is_success:
-            raise MastraError(response.status_code, _response_error(response))
+            raise _status_error(response)
         try:
             data = response.json()
         except ValueError as error:
@@ -373,7 +388,7 @@ class MastraBackend:
             async with self._client.stream("POST", self._base + path, json=request_body(request)) as response:
                 if not response.is_success:
                     await response.aread()
-                    raise MastraError(response.status_code, _response_error(response))
+                    raise _status_error(response)
                 # Read to the end of the body even after the finish marker, so that the connection goes
                 # back to the pool instead of being closed half-read.
                 async for chunk in response.aiter_bytes():
@@ -385,14 +400,23 @@ class MastraBackend:
             yield piece
 
     async def probe(self) -> bool:
+        """Fetch the agent list, as discovery does: the server answers, and answers like Mastra."""
         try:
-            await self._get_json("/api/agents")
-        except MastraError:
+            await self._agent_listing()
+        except MastraError as error:
+            self.last_probe_error = str(error)
             return False
+        self.last_probe_error = None
         return True
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def _agent_listing(self) -> dict[str, Any]:
+        listing = await self._get_json("/api/agents")
+        if not isinstance(listing, dict):
+            raise MastraError(None, f"{self._base}/api/agents did not answer an object keyed by agent id")
+        return listing
 
     async def _get_json(self, path: str) -> Any:
         try:
@@ -400,7 +424,7 @@ class MastraBackend:
         except (httpx2.HTTPError, httpx2.InvalidURL) as error:
             raise self._transport_error(error) from error
         if not response.is_success:
-            raise MastraError(response.status_code, _response_error(response))
+            raise _status_error(response)
         try:
             return response.json()
         except ValueError as error:

@@ -29,7 +29,7 @@ import anyio
 import mcp_types
 from mcp import Client, MCPError, StdioServerParameters
 
-from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest
+from agentmesh.agents.base import AgentInfo, AgentReply, AgentRequest, RequestError
 from agentmesh.bgp.messages import BackendProtocol
 
 #: Running a tool may take long; establishing a session may not.
@@ -49,8 +49,15 @@ class McpBackendError(Exception):
     """The MCP server could not be used: unreachable, a protocol error, an unknown tool, a bad request."""
 
 
-class McpToolError(McpBackendError):
-    """The tool ran and reported an error (`isError: true`); the message is the tool's own text."""
+class McpRequestError(McpBackendError, RequestError):
+    """The request does not fit the server: an unknown tool, arguments it refuses (INVALID_PARAMS)."""
+
+
+class McpToolError(McpBackendError, RequestError):
+    """The tool ran and reported an error (`isError: true`); the message is the tool's own text.
+
+    The server served the call, so this is no sign of its ill health.
+    """
 
 
 class _Connection:
@@ -154,6 +161,8 @@ class McpToolsBackend:
         self._closed = False
         #: The tools of the last listing, by name: their schemas decide how chat requests are sent.
         self._tools: dict[str, mcp_types.Tool] = {}
+        #: Why the latest probe failed, None after one that worked.
+        self.last_probe_error: str | None = None
 
     def __repr__(self) -> str:
         where = f"url={self.url!r}" if self.url is not None else f"command={self.command!r}"
@@ -192,10 +201,13 @@ class McpToolsBackend:
         yield (await self.call(agent_id, request)).text
 
     async def probe(self) -> bool:
+        """List the tools, as discovery does: the session works (a broken one is replaced first)."""
         try:
             await self._list_tools()
-        except Exception:
+        except Exception as error:
+            self.last_probe_error = str(error) or type(error).__name__
             return False
+        self.last_probe_error = None
         return True
 
     async def close(self) -> None:
@@ -232,10 +244,10 @@ class McpToolsBackend:
             await self._list_tools()
             tool = self._tools.get(agent_id)
         if tool is None:
-            raise McpBackendError(f"MCP server {self._where()} has no tool {agent_id!r}")
+            raise McpRequestError(f"MCP server {self._where()} has no tool {agent_id!r}")
         properties = tool.input_schema.get("properties")
         if not isinstance(properties, Mapping) or MESSAGE_PROPERTY not in properties:
-            raise McpBackendError(
+            raise McpRequestError(
                 f"tool {agent_id!r} takes JSON arguments, not a chat message "
                 f"(its input schema has no {MESSAGE_PROPERTY!r} property)"
             )
@@ -284,7 +296,8 @@ class McpToolsBackend:
         if isinstance(error, McpBackendError):
             return error
         if isinstance(error, MCPError):
-            return McpBackendError(f"MCP server {self._where()} answered an error: {error.message}")
+            kind = McpRequestError if error.code == mcp_types.INVALID_PARAMS else McpBackendError
+            return kind(f"MCP server {self._where()} answered an error: {error.message}")
         return McpBackendError(f"request to MCP server {self._where()} failed: {_text(error)}")
 
     def _where(self) -> str:

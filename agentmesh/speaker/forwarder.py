@@ -24,6 +24,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from agentmesh.access import CallPolicy
 from agentmesh.agents.base import AgentReply, Backend, CallErrorCode, CallFailure
@@ -37,12 +38,30 @@ DEFAULT_HOP_LIMIT = 16
 DEFAULT_TIMEOUT = 60.0
 
 
+class CallMonitor(Protocol):
+    """Told about every call a hosted backend serves here: passive health monitoring
+    (agentmesh.agents.health), which ejects a backend whose calls keep failing.
+
+    Each `call_started` is followed by exactly one `call_finished` (the backend answered or failed,
+    `error` None or what it raised; a missed deadline is a TimeoutError) or `call_abandoned` (the
+    caller went away, or no time was left to call the backend: that says nothing about it).
+    """
+
+    def call_started(self) -> None: ...
+
+    def call_finished(self, seconds: float, error: BaseException | None) -> None: ...
+
+    def call_abandoned(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Hosted:
     """An agent this node hosts: the backend and the agent's id there."""
 
     backend: Backend
     agent_id: str
+    #: Told of each call served here; None: nobody watches this backend's calls.
+    monitor: CallMonitor | None = None
 
 
 Lookup = Callable[[str], Awaitable[tuple[str, Path] | None]]
@@ -180,19 +199,39 @@ class Forwarder:
 
     @contextlib.asynccontextmanager
     async def _backend(self, hosted: Hosted, deadline: float) -> AsyncIterator[None]:
-        """Work with a hosted backend within the deadline; its failures become CallFailures from here."""
+        """Work with a hosted backend within the deadline; its failures become CallFailures from here.
+
+        The outcome goes to the hosted agent's monitor, if any (passive outlier detection).
+        """
+        monitor = hosted.monitor
+        if monitor is not None:
+            monitor.call_started()
+        started = time.monotonic()
+        # Stays False when the body is left by cancellation, a closed stream or a deadline that had
+        # already passed: nothing was learnt about the backend then.
+        finished = False
+        error: BaseException | None = None
         try:
             async with asyncio.timeout(_remaining(deadline, self.node_name)):
                 yield
-        except TimeoutError as error:
+            finished = True
+        except TimeoutError as timeout:
+            finished, error = True, timeout
             raise CallFailure(
                 CallErrorCode.DEADLINE, self.node_name, "the agent did not answer in time"
-            ) from error
+            ) from timeout
         except CallFailure:
             raise
-        except Exception as error:
-            reason = f"{hosted.backend.name}:{hosted.agent_id}: {error or type(error).__name__}"
-            raise CallFailure(CallErrorCode.BACKEND_ERROR, self.node_name, reason) from error
+        except Exception as failure:
+            finished, error = True, failure
+            reason = f"{hosted.backend.name}:{hosted.agent_id}: {failure or type(failure).__name__}"
+            raise CallFailure(CallErrorCode.BACKEND_ERROR, self.node_name, reason) from failure
+        finally:
+            if monitor is not None:
+                if finished:
+                    monitor.call_finished(time.monotonic() - started, error)
+                else:
+                    monitor.call_abandoned()
 
     async def close(self) -> None:
         await self.next_hops.close()

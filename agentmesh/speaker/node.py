@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from agentmesh.access_config import compile_call_policy
 from agentmesh.agents.base import AgentRequest, Backend
 from agentmesh.agents.factory import build_backend
+from agentmesh.agents.health import HealthSettings
 from agentmesh.bgp.errors import CeaseSubcode, ErrorCode
 from agentmesh.bgp.fsm import (
     Close,
@@ -288,7 +289,10 @@ class Node:
         for index, backend_config in enumerate(self.config.agents):
             backend = build_backend(index, backend_config)
             await self.host(
-                backend, backend_config.namespace, rediscover_every=backend_config.rediscover_every
+                backend,
+                backend_config.namespace,
+                rediscover_every=backend_config.rediscover_every,
+                health=backend_config.health.settings(),
             )
 
     async def stop(self, communication: str = "node shutting down") -> None:
@@ -544,7 +548,12 @@ class Node:
         return unknown
 
     async def host(
-        self, backend: Backend, namespace: str, *, rediscover_every: float | None = 30.0
+        self,
+        backend: Backend,
+        namespace: str,
+        *,
+        rediscover_every: float | None = 30.0,
+        health: HealthSettings | None = None,
     ) -> list[str]:
         """Announce every agent `backend` has, as `namespace.<agent id>`, and serve calls to them here.
 
@@ -552,12 +561,18 @@ class Node:
         vanished ones withdrawn. Returns the names announced now.
         """
         hosting = Hosting(
-            backend, namespace, self.forwarder.hosted, self.announce_agents, self.withdraw_agents, self._log
+            backend,
+            namespace,
+            self.forwarder.hosted,
+            self.announce_agents,
+            self.withdraw_agents,
+            self._log,
+            health=health,
         )
         await hosting.sync()
         self._hostings.append(hosting)
-        if rediscover_every is not None:
-            self._rediscovery.append(asyncio.create_task(hosting.run(rediscover_every)))
+        # Always run: without rediscovery it still probes the backend and acts on ejections.
+        self._rediscovery.append(asyncio.create_task(hosting.run(rediscover_every)))
         return list(hosting.announced)
 
     def backends(self) -> list[dict[str, Any]]:
@@ -569,6 +584,7 @@ class Node:
                 "protocol": hosting.backend.protocol.name.lower(),
                 "agents": sorted(hosting.announced),
                 "last_error": hosting.last_error,
+                "health": hosting.health.to_dict(),
             }
             for hosting in self._hostings
         ]

@@ -23,6 +23,7 @@ from agentmesh.config import (
     ConfigError,
     DampingConfig,
     GracefulRestartConfig,
+    HealthConfig,
     LocalFunctionConfig,
     MaxPrefixesConfig,
     McpConfig,
@@ -788,6 +789,7 @@ def test_model_keys_helper_sees_every_model() -> None:
         GracefulRestartConfig,
         DampingConfig,
         BackendConfig,
+        HealthConfig,
         LocalFunctionConfig,
     )
     outside_sections = {k for k in keys if _owning_doc(k) is None}
