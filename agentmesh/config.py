@@ -764,6 +764,30 @@ class DampingConfig(_Model):
         )
 
 
+class ForwardingConfig(_Model):
+    """How calls are forwarded: multipath over equally good paths."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    maximum_paths: StrictInt = 1
+    strategy: StrictStr = "round_robin"
+
+    @field_validator("maximum_paths")
+    @classmethod
+    def _paths(cls, value: int) -> int:
+        if not 1 <= value <= 64:
+            raise ValueError(f"must be 1-64, got {value}")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        known = ("round_robin", "least_outstanding", "power_of_two", "weighted_health")
+        if value not in known:
+            raise ValueError(f"{value!r} is not one of {', '.join(known)}")
+        return value
+
+
 class GracefulRestartConfig(_Model):
     """Graceful restart (RFC 4724): keep a restarting peer's routes while it comes back."""
 
@@ -851,6 +875,7 @@ class Config(_Model):
     mcp: McpConfig = Field(default_factory=McpConfig)
     graceful_restart: GracefulRestartConfig = Field(default_factory=GracefulRestartConfig)
     damping: DampingConfig = Field(default_factory=DampingConfig)
+    forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

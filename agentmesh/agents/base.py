@@ -37,11 +37,14 @@ class RequestError(Exception):
 class CallFailure(Exception):
     """A call that failed, with the code and the node where that was decided."""
 
-    def __init__(self, code: CallErrorCode, node: str, reason: str) -> None:
+    def __init__(self, code: CallErrorCode, node: str, reason: str, *, delivered: bool = True) -> None:
         super().__init__(f"{code.value} at {node}: {reason}")
         self.code = code
         self.node = node
         self.reason = reason
+        #: False when the call certainly never left this node (its next hop could not be connected
+        #: to): no backend ran it, so another path may take it.
+        self.delivered = delivered
 
 
 @dataclass(frozen=True, slots=True)

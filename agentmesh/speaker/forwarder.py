@@ -30,6 +30,7 @@ from agentmesh.access import CallPolicy
 from agentmesh.agents.base import AgentReply, Backend, CallErrorCode, CallFailure
 from agentmesh.obs.logging import get_logger
 from agentmesh.rib.decision import Path
+from agentmesh.speaker.multipath import PathChooser
 from agentmesh.transport.forwarding import NextHops, Routed, Served
 
 #: Hops a call may take unless the caller says otherwise (like an IP TTL).
@@ -64,7 +65,8 @@ class Hosted:
     monitor: CallMonitor | None = None
 
 
-Lookup = Callable[[str], Awaitable[tuple[str, Path] | None]]
+#: The Loc-RIB entry serving a name and its equally good paths, best first (`Rib.lookup_paths`).
+Lookup = Callable[[str], Awaitable[tuple[str, list[Path]] | None]]
 #: Told the role of this node for the call ("ingress" where it entered the mesh, else "transit"), the
 #: result ("ok" or a CallErrorCode value) and the duration in seconds of every call handled here.
 Observer = Callable[[str, str, float], None]
@@ -82,6 +84,7 @@ class Forwarder:
         observe: Observer | None = None,
         asn: int | None = None,
         call_policy: CallPolicy | None = None,
+        chooser: PathChooser | None = None,
     ) -> None:
         self.node_name = node_name
         self.node_id = node_id
@@ -95,6 +98,8 @@ class Forwarder:
         self._observe = observe or (lambda role, result, seconds: None)
         self.hosted: dict[str, Hosted] = {}
         self.next_hops = NextHops(node_name)
+        #: Orders a name's equally good paths for each call (multipath).
+        self.chooser = chooser or PathChooser()
 
     async def call(self, call: Routed, timeout: float | None) -> Served:
         async with self._observed(call):
@@ -123,7 +128,19 @@ class Forwarder:
         if isinstance(target, Hosted):
             reply = await self._invoke(target, call, deadline)
             return Served(reply, self.node_name, route, (*call.trace, self.node_id))
-        return await self.next_hops.call(target, self._onward(call), _remaining(deadline, self.node_name))
+        onward = self._onward(call)
+        for attempt, next_hop in enumerate(target):
+            self.chooser.started(next_hop)
+            try:
+                return await self.next_hops.call(next_hop, onward, _remaining(deadline, self.node_name))
+            except CallFailure as failure:
+                if failure.delivered or attempt == len(target) - 1:
+                    raise
+                # Never sent: no backend ran it, so the next equally good path may (multipath).
+                self._log.info("call_moved", name=call.name, failed=next_hop, reason=failure.reason)
+            finally:
+                self.chooser.finished(next_hop)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _stream(self, call: Routed, timeout: float | None) -> AsyncIterator[str | Served]:
         deadline = _deadline(timeout)
@@ -136,27 +153,34 @@ class Forwarder:
                     yield chunk
             yield Served(AgentReply("".join(chunks)), self.node_name, route, (*call.trace, self.node_id))
             return
-        async for event in self.next_hops.stream(
-            target, self._onward(call), _remaining(deadline, self.node_name)
-        ):
-            yield event
+        next_hop = target[0]  # a stream that has started cannot move: it takes the chosen path only
+        self.chooser.started(next_hop)
+        try:
+            async for event in self.next_hops.stream(
+                next_hop, self._onward(call), _remaining(deadline, self.node_name)
+            ):
+                yield event
+        finally:
+            self.chooser.finished(next_hop)
 
-    async def _route(self, call: Routed) -> tuple[str, Hosted | str]:
-        """Where the call goes from here: (the serving Loc-RIB entry, a hosted agent or a next hop)."""
+    async def _route(self, call: Routed) -> tuple[str, Hosted | list[str]]:
+        """Where the call goes from here: the serving Loc-RIB entry, and a hosted agent or the next
+        hops to try in order (several when multipath found equally good paths)."""
         if self.node_id in call.trace:
             passed = " -> ".join(call.trace)
             raise CallFailure(CallErrorCode.LOOP, self.node_name, f"the call came back here after {passed}")
         found = await self._lookup(call.name)
         if found is None:
             raise CallFailure(CallErrorCode.NOT_FOUND, self.node_name, f"no route to {call.name!r}")
-        route, path = found
+        route, paths = found
+        path = paths[0]
         if not path.source.local:
             if call.hop_limit <= 0:
                 next_hop = path.attrs.next_hop
                 raise CallFailure(
                     CallErrorCode.HOP_LIMIT, self.node_name, f"no hops left to go on to {next_hop}"
                 )
-            return route, path.attrs.next_hop
+            return route, [p.attrs.next_hop for p in self.chooser.order(route, paths)]
         hosted = self.hosted.get(call.name) or self.hosted.get(route)
         if hosted is None:
             raise CallFailure(

@@ -87,6 +87,7 @@ from agentmesh.speaker.events import (
 )
 from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT, Forwarder
 from agentmesh.speaker.hosting import Hosting
+from agentmesh.speaker.multipath import PathChooser, Strategy
 from agentmesh.transport import codec
 from agentmesh.transport.forwarding import ForwardingServicer, Routed, Served
 from agentmesh.transport.server import GrpcServer
@@ -247,10 +248,11 @@ class Node:
         self.forwarder = Forwarder(
             self.name,
             self.router_id,
-            self.resolve,
+            self._lookup_paths,
             observe=self.metrics.call,
             asn=self.asn,
             call_policy=compile_call_policy(self.config.access),
+            chooser=PathChooser(Strategy(self.config.forwarding.strategy)),
         )
         forwarding = ForwardingServicer(self.name, self.forwarder.call, self.forwarder.stream)
         self._server = GrpcServer(self.config.node.listen, self._accept_stream, forwarding)
@@ -610,6 +612,11 @@ class Node:
     ) -> AsyncIterator[str | Served]:
         """Like `call_agent`, yielding text chunks and then the final `Served`."""
         return self.forwarder.stream(Routed(name, request, hop_limit, ()), timeout)
+
+    async def _lookup_paths(self, name: str) -> tuple[str, list[Path]] | None:
+        """What a call needs: the entry serving `name` and its equally good paths (multipath)."""
+        maximum = self.config.forwarding.maximum_paths
+        return await self.call(lambda: self.rib.lookup_paths(name, maximum))
 
     async def resolve(self, name: str) -> tuple[str, Path] | None:
         """Longest match of `name` in the Loc-RIB: the entry serving it and its best path."""

@@ -200,10 +200,14 @@ class NextHops:
             return CallFailure(
                 CallErrorCode.DEADLINE, self._node, f"deadline passed waiting for next hop {address}"
             )
+        details = error.details() or ""
+        # gRPC fails an RPC with this when no connection to the target could be made: nothing was sent.
+        unsent = error.code() is grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower()
         return CallFailure(
             CallErrorCode.UNAVAILABLE,
             self._node,
-            f"next hop {address}: {error.code().name} {error.details() or ''}",
+            f"next hop {address}: {error.code().name} {details}",
+            delivered=not unsent,
         )
 
     async def close(self) -> None:
