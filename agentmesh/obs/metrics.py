@@ -44,6 +44,9 @@ _MESSAGE_TYPES: Mapping[type[Any], str] = {
 }
 
 
+_HEALTH_LEVELS = {"healthy": 1.0, "degraded": 0.5, "unhealthy": 0.0}
+
+
 def message_type(message: Message) -> str:
     return _MESSAGE_TYPES.get(type(message), "unknown")
 
@@ -127,6 +130,18 @@ class NodeMetrics:
         self.backend_agents = Gauge(
             "agentmesh_backend_agents", "Agents announced for the backend.", ["backend"], registry=r
         )
+        self.backend_healthy = Gauge(
+            "agentmesh_backend_healthy",
+            "1 healthy, 0.5 degraded, 0 unhealthy (withdrawn), as probes and served calls show.",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_med = Gauge(
+            "agentmesh_backend_med",
+            "The MED the backend's agents are announced with.",
+            ["backend"],
+            registry=r,
+        )
 
     # -- events ----------------------------------------------------------------------------
 
@@ -170,11 +185,16 @@ class NodeMetrics:
         self.best_path_changes.values = dict(changes)
 
     def sample_backends(self, backends: list[dict[str, Any]]) -> None:
-        self.backend_up.clear()
-        self.backend_agents.clear()
+        for gauge in (self.backend_up, self.backend_agents, self.backend_healthy, self.backend_med):
+            gauge.clear()
         for backend in backends:
-            self.backend_up.labels(backend["name"]).set(0 if backend["last_error"] else 1)
-            self.backend_agents.labels(backend["name"]).set(len(backend["agents"]))
+            name = backend["name"]
+            self.backend_up.labels(name).set(0 if backend["last_error"] else 1)
+            self.backend_agents.labels(name).set(len(backend["agents"]))
+            health = backend.get("health")
+            if health is not None:
+                self.backend_healthy.labels(name).set(_HEALTH_LEVELS.get(health["state"], 0.0))
+                self.backend_med.labels(name).set(health["med"] or 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

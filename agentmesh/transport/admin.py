@@ -140,6 +140,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     protocol=b["protocol"],
                     agents=b["agents"],
                     last_error=b["last_error"] or "",
+                    health=_backend_health(b["health"]),
                 )
                 for b in node.backends()
             ],
@@ -325,6 +326,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
 
 # -- conversions ------------------------------------------------------------------------------
+
+
+def _backend_health(health: dict[str, Any]) -> pb.BackendHealth:
+    return pb.BackendHealth(
+        state=health["state"],
+        reason=health["reason"],
+        med=health["med"] or 0,
+        latency_ms=health["latency_ms"] or 0.0,
+        error_rate=health["error_rate"] or 0.0,
+        load=health["load"] or 0.0,
+        ejections=health["ejections"],
+        last_probe_error=health["last_probe_error"] or "",
+    )
 
 
 def _message(text: str) -> str:

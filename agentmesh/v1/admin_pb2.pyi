@@ -267,6 +267,7 @@ class BackendInfo(_message.Message):
     PROTOCOL_FIELD_NUMBER: _builtins.int
     AGENTS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The backend's name."""
     namespace: _builtins.str
@@ -279,6 +280,10 @@ class BackendInfo(_message.Message):
     def agents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The names announced for it."""
 
+    @_builtins.property
+    def health(self) -> Global___BackendHealth:
+        """Its health as measured here: probes and the calls it served."""
+
     def __init__(
         self,
         *,
@@ -287,14 +292,65 @@ class BackendInfo(_message.Message):
         protocol: _builtins.str = ...,
         agents: _abc.Iterable[_builtins.str] | None = ...,
         last_error: _builtins.str = ...,
+        health: Global___BackendHealth | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "last_error", b"last_error", "name", b"name", "namespace", b"namespace", "protocol", b"protocol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "health", b"health", "last_error", b"last_error", "name", b"name", "namespace", b"namespace", "protocol", b"protocol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BackendInfo: _TypeAlias = BackendInfo  # noqa: Y015
+
+@_typing.final
+class BackendHealth(_message.Message):
+    """A hosted backend's health (see docs/health.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MED_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    LOAD_FIELD_NUMBER: _builtins.int
+    EJECTIONS_FIELD_NUMBER: _builtins.int
+    LAST_PROBE_ERROR_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """"healthy", "degraded" or "unhealthy"."""
+    reason: _builtins.str
+    """Why it is in that state (a typed reason such as "probes_failed")."""
+    med: _builtins.int
+    """The MED its agents are announced with."""
+    latency_ms: _builtins.float
+    """Probe round-trip time, smoothed, in milliseconds."""
+    error_rate: _builtins.float
+    """Failed probes and calls over the recent window."""
+    load: _builtins.float
+    """Calls in flight over its capacity."""
+    ejections: _builtins.int
+    """Times passive outlier detection ejected it."""
+    last_probe_error: _builtins.str
+    """The error of its last failed probe; empty when the last probe worked."""
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        med: _builtins.int = ...,
+        latency_ms: _builtins.float = ...,
+        error_rate: _builtins.float = ...,
+        load: _builtins.float = ...,
+        ejections: _builtins.int = ...,
+        last_probe_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ejections", b"ejections", "error_rate", b"error_rate", "last_probe_error", b"last_probe_error", "latency_ms", b"latency_ms", "load", b"load", "med", b"med", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackendHealth: _TypeAlias = BackendHealth  # noqa: Y015
 
 @_typing.final
 class PeerConfig(_message.Message):

@@ -433,3 +433,17 @@ async def test_set_policy_refuses_an_invalid_policy_with_its_location(pair: Pair
     assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "policy.policies[0].statements[0]" in failed.value.details()
     assert (await stub.GetPolicy(pb.GetPolicyRequest())).policy_yaml == ""  # nothing changed
+
+
+async def test_get_node_reports_each_backends_health(pair: Pair) -> None:
+    _a, b, _stub = pair
+    admin = AdminServer(b, "127.0.0.1:0")
+    port = await admin.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            node = (await admin_pb2_grpc.AdminServiceStub(channel).GetNode(pb.GetNodeRequest())).node
+    finally:
+        await admin.stop()
+    [backend] = node.backends
+    assert backend.namespace == "demo" and len(backend.agents) == 3
+    assert backend.health.state == "healthy" and backend.health.last_probe_error == ""

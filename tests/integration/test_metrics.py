@@ -82,6 +82,7 @@ async def test_counters_move_after_a_session_and_a_call(scraped: Scraper) -> Non
     assert value(at_b, "agentmesh_calls_total", role="ingress", result="ok") == 0
     assert value(at_b, "agentmesh_backend_up", backend="demo") == 1
     assert value(at_b, "agentmesh_backend_agents", backend="demo") == 3
+    assert value(at_b, "agentmesh_backend_healthy", backend="demo") == 1
 
 
 async def test_notifications_are_counted_by_code_and_direction(scraped: Scraper) -> None:
