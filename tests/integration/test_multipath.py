@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from agentmesh.agents.base import AgentInfo, AgentRequest
+from agentmesh.agents.base import AgentInfo, AgentRequest, CallFailure
 from agentmesh.agents.health import HealthSettings
 from agentmesh.agents.local import LocalAgent, LocalBackend
 from agentmesh.config import Config, ForwardingConfig, NodeConfig
@@ -82,7 +82,7 @@ async def test_without_multipath_every_call_takes_the_best_path() -> None:
 async def test_no_call_is_lost_when_an_origin_dies_under_load() -> None:
     async with running(front("round_robin"), *ORIGINS) as (f, *origins):
         await mesh(f, origins)
-        failures: list[str] = []
+        failures: list[CallFailure] = []
         served: Counter[str] = Counter()
 
         async def load() -> None:
@@ -90,8 +90,8 @@ async def test_no_call_is_lost_when_an_origin_dies_under_load() -> None:
                 try:
                     reply = await f.call_agent("shared.agent", AgentRequest(arguments={}), timeout=5)
                     served[reply.reply.text] += 1
-                except Exception as error:  # a lost call is what this test looks for
-                    failures.append(str(error))
+                except CallFailure as failure:  # a lost call is what this test looks for
+                    failures.append(failure)
                 await asyncio.sleep(0.005)
 
         task = asyncio.create_task(load())
@@ -105,6 +105,9 @@ async def test_no_call_is_lost_when_an_origin_dies_under_load() -> None:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        assert failures == []
+        # Calls run one at a time, so at most the one in flight at o2 when it stopped can fail: it
+        # had reached o2, whose agent may have run it, so it must not run again elsewhere. Every call
+        # that could not reach o2 moved to another origin.
+        assert len(failures) <= 1 and all(failure.delivered for failure in failures), failures
         after = served - before
         assert after["o1"] > 10 and after["o3"] > 10 and after["o2"] == 0
