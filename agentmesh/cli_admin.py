@@ -705,6 +705,8 @@ def _resolve(client: AdminClient, args: argparse.Namespace) -> int:
         return _fail(f"no route for {args.name}", EXIT_NOT_FOUND)
     agent = response.best.attributes.agent
     rows = [("name", args.name), ("entry", response.entry), ("reason", response.reason)]
+    if len(response.next_hops) > 1:
+        rows.append(("multipath", " ".join(response.next_hops)))
     if agent.description or agent.capabilities:
         rows.append(("agent", " ".join([agent.description, *(f"[{c}]" for c in agent.capabilities)]).strip()))
     print(_pairs(rows))

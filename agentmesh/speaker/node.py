@@ -164,6 +164,8 @@ class Resolution:
     decision: Decision
     #: Per candidate of `decision.ranked`: how import policy treated it (None: no policy applied).
     verdicts: tuple[Verdict | None, ...]
+    #: The next hops calls are spread over (multipath); () for an agent hosted here.
+    next_hops: tuple[str, ...] = ()
 
 
 class RouteTable(Enum):
@@ -649,7 +651,10 @@ class Node:
                 return None
             entry = found[0]
             verdicts = tuple(self._verdict(path.source.key, entry, export=False) for path in decision.ranked)
-            return Resolution(entry, decision, verdicts)
+            multipath = self.rib.lookup_paths(entry, self.config.forwarding.maximum_paths)
+            equals = multipath[1] if multipath is not None else []
+            hops = tuple(path.attrs.next_hop for path in equals if not path.source.local)
+            return Resolution(entry, decision, verdicts, hops)
 
         return await self.call(lookup)
 

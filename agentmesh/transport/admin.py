@@ -264,7 +264,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             for path, verdict in zip(decision.ranked, found.verdicts, strict=True)
         ]
         return pb.ResolveAgentResponse(
-            found=True, entry=entry, best=routes[0], reason=decision.reason.value, alternatives=routes[1:]
+            found=True,
+            entry=entry,
+            best=routes[0],
+            reason=decision.reason.value,
+            alternatives=routes[1:],
+            next_hops=found.next_hops,
         )
 
     async def CallAgent(self, request: pb.CallAgentRequest, context: Context) -> pb.CallAgentResponse:

@@ -1127,6 +1127,7 @@ class ResolveAgentResponse(_message.Message):
     BEST_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ALTERNATIVES_FIELD_NUMBER: _builtins.int
+    NEXT_HOPS_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
     """Whether a route serves the name; the other fields are empty when not."""
     entry: _builtins.str
@@ -1141,6 +1142,12 @@ class ResolveAgentResponse(_message.Message):
     def alternatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]:
         """The other candidates, best first."""
 
+    @_builtins.property
+    def next_hops(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The next hops calls are spread over (forwarding.maximum_paths > 1 and equally good paths);
+        just the best path's next hop otherwise, and empty for an agent hosted here.
+        """
+
     def __init__(
         self,
         *,
@@ -1149,10 +1156,11 @@ class ResolveAgentResponse(_message.Message):
         best: Global___Route | None = ...,
         reason: _builtins.str = ...,
         alternatives: _abc.Iterable[Global___Route] | None = ...,
+        next_hops: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["best", b"best"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "best", b"best", "entry", b"entry", "found", b"found", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "best", b"best", "entry", b"entry", "found", b"found", "next_hops", b"next_hops", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,6 +58,9 @@ async def test_round_robin_spreads_calls_evenly() -> None:
     async with running(front("round_robin"), *ORIGINS) as (f, *origins):
         await mesh(f, origins)
         assert await served_by(f, 30) == {"o1": 10, "o2": 10, "o3": 10}
+        resolution = await f.resolve_with_policy("shared.agent")
+        assert resolution is not None
+        assert sorted(resolution.next_hops) == sorted(origin.advertise_address for origin in origins)
 
 
 @pytest.mark.parametrize("strategy", ["least_outstanding", "power_of_two", "weighted_health"])
