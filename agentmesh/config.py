@@ -1100,6 +1100,11 @@ def parse_config(data: object, *, source: str = "<config>") -> Config:
     return _parse(data, source, lambda loc: None)
 
 
+def parse_policy(data: object, *, source: str = "<policy>") -> PolicyConfig:
+    """Validate the value of a `policy:` section (already parsed YAML or JSON), located as in a file."""
+    return _parse({"policy": {} if data is None else data}, source, lambda loc: None).policy
+
+
 def parse_policy_yaml(text: str, *, source: str = "<policy>") -> PolicyConfig:
     """A `policy` section given on its own (the admin API's SetPolicy), validated like the file's.
 
@@ -1112,9 +1117,7 @@ def parse_policy_yaml(text: str, *, source: str = "<policy>") -> PolicyConfig:
         raise ConfigError(source, [_yaml_syntax_problem(error)]) from None
     if isinstance(data, dict) and set(data) == {"policy"}:
         data = data["policy"]
-    if data is None:
-        data = {}
-    return _parse({"policy": data}, source, lambda loc: None).policy
+    return parse_policy(data, source=source)
 
 
 def policy_yaml(policy: PolicyConfig) -> str:
@@ -1194,8 +1197,8 @@ def _yaml_syntax_problem(exc: yaml.MarkedYAMLError) -> ConfigProblem:
     return ConfigProblem("", f"YAML syntax error: {text} (column {mark.column + 1})", mark.line + 1)
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, parse and validate a YAML configuration file; raise ConfigError on any problem."""
+def _read_yaml(path: str | os.PathLike[str]) -> tuple[str, yaml.Node | None, object]:
+    """The file's source name, YAML node tree (for line numbers) and data; ConfigError on any problem."""
     source = os.fspath(path)
     try:
         with open(source, "rb") as handle:
@@ -1214,12 +1217,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         root = loader.get_single_node()
         if root is None:
-            data: object = None
-        else:
-            duplicates = _duplicate_keys(root)
-            if duplicates:
-                raise ConfigError(source, duplicates)
-            data = loader.construct_document(root)
+            return source, None, None
+        early = _duplicate_keys(root) + _base60_communities(root)
+        if early:
+            raise ConfigError(source, early)
+        return source, root, loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(source, [_yaml_syntax_problem(exc)]) from None
     except yaml.YAMLError as exc:
@@ -1227,7 +1229,60 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     finally:
         loader.dispose()
 
+
+def _base60_communities(root: yaml.Node) -> list[ConfigProblem]:
+    """Unquoted `ASN:value` communities under `policy`, which YAML 1.1 reads as base-60 integers.
+
+    PyYAML follows YAML 1.1, where digits separated by colons, each part after the first below 60,
+    are a sexagesimal number: `65001:10` would silently become the community 3900070.
+    """
+    problems: list[ConfigProblem] = []
+
+    def walk(node: yaml.Node, location: tuple[str | int, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(value_node, (*location, str(key_node.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*location, index))
+        elif node.tag == "tag:yaml.org,2002:int" and ":" in node.value and location[:1] == ("policy",):
+            text = str(node.value)
+            problems.append(
+                ConfigProblem(
+                    _format_location(location),
+                    f"YAML reads the unquoted {text} as a base-60 number, not a community; write '{text}'",
+                    node.start_mark.line + 1,
+                )
+            )
+
+    walk(root, ())
+    return problems
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate a YAML configuration file; raise ConfigError on any problem."""
+    source, root, data = _read_yaml(path)
+
     def line_of(loc: tuple[str | int, ...]) -> int | None:
         return None if root is None else _yaml_line(root, loc)
 
     return _parse(data, source, line_of)
+
+
+def load_policy(path: str | os.PathLike[str]) -> PolicyConfig:
+    """Read and validate a YAML file holding a `policy:` section and nothing else (examples/policies)."""
+    source, root, data = _read_yaml(path)
+    if not isinstance(data, dict) or "policy" not in data:
+        raise ConfigError(source, [ConfigProblem("", "expected a mapping with a policy: section", 1)])
+
+    def line_of(loc: tuple[str | int, ...]) -> int | None:
+        return None if root is None else _yaml_line(root, loc)
+
+    others = [
+        ConfigProblem(key, "unknown key; allowed keys here: policy", line_of((key,)))
+        for key in data
+        if key != "policy"
+    ]
+    if others:
+        raise ConfigError(source, others)
+    return _parse({"policy": data["policy"]}, source, line_of).policy

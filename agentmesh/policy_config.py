@@ -34,22 +34,17 @@ after both modules are loaded, and defines its own base model with the same sett
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -101,7 +96,7 @@ from agentmesh.rib.policy import (
 from agentmesh.rib.resolve import is_glob
 
 if TYPE_CHECKING:
-    from agentmesh.config import ConfigProblem
+    pass
 
 __all__ = [
     "MAX_PREPEND",
@@ -121,10 +116,7 @@ __all__ = [
     "SetMatchConfig",
     "StatementConfig",
     "build_routing_policy",
-    "load_policy",
     "parse_community",
-    "parse_policy",
-    "yaml_base60_problems",
 ]
 
 #: Prepending more than a few times buys nothing but longer paths; 32 is generous (GoBGP allows 255).
@@ -922,145 +914,3 @@ def build_routing_policy(
         neighbor_import=neighbor_import,
         neighbor_export=neighbor_export,
     )
-
-
-# --------------------------------------------------------------------------- parsing and loading
-
-
-class _PolicyDocument(_PolicyModel):
-    """A document holding only a `policy:` section, as the files in examples/policies do."""
-
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-
-
-def _model_at(location: Sequence[str | int]) -> type[BaseModel] | None:
-    """The model validating the mapping at `location` of a `_PolicyDocument`, following YAML keys."""
-    model: type[BaseModel] = _PolicyDocument
-    for part in location:
-        if isinstance(part, int):
-            continue
-        fields = {field.alias or name: field for name, field in model.model_fields.items()}
-        found = fields.get(part)
-        if found is None:
-            return None
-        for candidate in (found.annotation, *typing.get_args(found.annotation)):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                model = candidate
-                break
-        else:
-            return None
-    return model
-
-
-def _unknown_key_message(location: Sequence[str | int]) -> str:
-    parent = _model_at(location[:-1])
-    if parent is None:
-        return "unknown key"
-    allowed = sorted(field.alias or name for name, field in parent.model_fields.items())
-    message = "unknown key"
-    key = location[-1]
-    if isinstance(key, str):
-        close = difflib.get_close_matches(key, allowed, n=1)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
-    return f"{message}; allowed keys here: {', '.join(allowed)}"
-
-
-def _validate(data: object, source: str, line_of: Callable[[_Location], int | None]) -> PolicyConfig:
-    from agentmesh.config import ConfigError, ConfigProblem, _format_location, _problems_from_validation_error
-
-    try:
-        return _PolicyDocument.model_validate(data).policy
-    except ValidationError as exc:
-        # config.py's conversion names the allowed keys of its own models; here the root is a
-        # policy document, so unknown-key messages are recomputed from it (with YAML key names).
-        unknown = {tuple(item["loc"]) for item in exc.errors() if item["type"] == "extra_forbidden"}
-        problems = []
-        for location, message in _problems_from_validation_error(exc):
-            if location in unknown and message.startswith("unknown key"):
-                message = _unknown_key_message(location)
-            problems.append(ConfigProblem(_format_location(location), message, line_of(location)))
-        raise ConfigError(source, problems) from None
-
-
-def parse_policy(data: object, *, source: str = "<policy>") -> PolicyConfig:
-    """Validate the value of a `policy:` section (already parsed YAML or JSON).
-
-    Raises `agentmesh.config.ConfigError` listing every problem, located as in a node configuration
-    (`policy.policies[0].statements[1].actions`).
-    """
-    return _validate({"policy": data}, source, lambda location: None)
-
-
-def yaml_base60_problems(root: yaml.Node) -> list[ConfigProblem]:
-    """Unquoted `ASN:value` scalars that YAML 1.1 reads as base-60 integers (`65001:10` is 3900070).
-
-    PyYAML follows YAML 1.1, where digits separated by colons, each part after the first below 60,
-    are a sexagesimal number; a community written that way would silently become another community.
-    """
-    from agentmesh.config import ConfigProblem, _format_location
-
-    problems: list[ConfigProblem] = []
-
-    def walk(node: yaml.Node, location: _Location) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                walk(value_node, (*location, str(key_node.value)))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, (*location, index))
-        elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int" and ":" in node.value:
-            text = str(node.value)
-            problems.append(
-                ConfigProblem(
-                    _format_location(location),
-                    f"YAML reads the unquoted {text} as a base-60 number, not a community; write '{text}'",
-                    node.start_mark.line + 1,
-                )
-            )
-
-    walk(root, ())
-    return problems
-
-
-def load_policy(path: str | os.PathLike[str]) -> PolicyConfig:
-    """Read and validate a YAML file holding a `policy:` section and nothing else.
-
-    Problems are reported like `agentmesh.config.load_config` reports them, with line numbers.
-    """
-    from agentmesh.config import (
-        ConfigError,
-        ConfigProblem,
-        _duplicate_keys,
-        _yaml_line,
-        _yaml_syntax_problem,
-    )
-
-    source = os.fspath(path)
-    try:
-        with open(source, "rb") as handle:
-            text = handle.read().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, [ConfigProblem("", "file not found")]) from None
-    except OSError as exc:
-        raise ConfigError(source, [ConfigProblem("", f"cannot read file: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(source, [ConfigProblem("", f"not valid UTF-8 (byte offset {exc.start})")]) from None
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            raise ConfigError(source, [ConfigProblem("", "the file is empty; expected a policy: section")])
-        early = _duplicate_keys(root) + yaml_base60_problems(root)
-        if early:
-            raise ConfigError(source, early)
-        data = loader.construct_document(root)
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError(source, [_yaml_syntax_problem(exc)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [ConfigProblem("", f"YAML error: {exc}")]) from None
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict) or "policy" not in data:
-        raise ConfigError(source, [ConfigProblem("", "expected a mapping with a policy: section", 1)])
-    return _validate(data, source, lambda location: _yaml_line(root, location))

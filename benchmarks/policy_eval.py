@@ -28,7 +28,8 @@ from collections.abc import Callable
 import yaml
 
 from agentmesh.bgp.messages import AgentAttributes, Health, Origin, PathAttributes
-from agentmesh.policy_config import build_routing_policy, parse_policy
+from agentmesh.config import parse_policy
+from agentmesh.policy_config import build_routing_policy
 from agentmesh.rib.policy import NameCondition, PolicyChain, RouteContext, RouteDisposition
 
 SIZES = {"small": 20_000, "full": 100_000}

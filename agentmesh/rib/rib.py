@@ -232,11 +232,13 @@ class Rib:
         out.end_of_rib_pending = True
         out.next_announcement = float("-inf")
 
-    def peer_down(self, key: str, *, keep_stale: bool = False) -> None:
+    def peer_down(self, key: str, *, keep_stale: bool = False, now: float = 0.0) -> None:
         """The session ended: flush the peer's routes and forget what was advertised to it.
 
         With `keep_stale` (graceful restart, RFC 4724 §4.2) the routes stay, marked stale, and are
-        still used until the peer announces them again or `sweep_stale` removes them.
+        still used until the peer announces them again or `sweep_stale` removes them. Otherwise,
+        with damping on, each route of an external peer is charged a withdrawal at `now`: a session
+        that keeps dropping is a flap of every route it carried (RFC 2439).
         """
         out = self._out[key]
         out.established = False
@@ -249,8 +251,10 @@ class Rib:
             self._stale.setdefault(key, set()).update(self._adj_in[key])
             return
         self._stale.pop(key, None)
-        self._suppressed.pop(key, None)  # the history stays with the damping engine (RFC 2439 §4.8.5)
         adj = self._adj_in[key]
+        if self.damping is not None and not self._sources[key].internal:
+            self._damp_withdrawals(key, adj, list(itertools.chain(adj, self._suppressed.get(key, ()))), now)
+        self._suppressed.pop(key, None)  # their history stays with the damping engine
         self._adj_in[key] = {}
         self._filtered[key] = {}
         self._paths = {k: p for k, p in self._paths.items() if k[0] != key}

@@ -633,11 +633,6 @@ class Node:
     async def explain(self, name: str) -> Decision | None:
         return await self.call(lambda: self.rib.explain(name))
 
-    async def resolve_explained(self, name: str) -> tuple[str, Decision] | None:
-        """`resolve` and `explain` of the entry found, in one step so both see the same table."""
-        found = await self.resolve_with_policy(name)
-        return None if found is None else (found.entry, found.decision)
-
     async def resolve_with_policy(self, name: str) -> Resolution | None:
         """`resolve` and `explain` of the entry found, with each candidate's import policy verdict.
 
@@ -1208,7 +1203,7 @@ class Node:
             # RFC 4271 §9: the peer's routes go with its session, unless both sides do graceful
             # restart and the session was lost rather than closed with a NOTIFICATION (RFC 4724 §4.2).
             graceful = neighbor.peer_restart_time is not None and change.notification is None
-            self.rib.peer_down(neighbor.config.address, keep_stale=graceful)
+            self.rib.peer_down(neighbor.config.address, keep_stale=graceful, now=self._now())
             if graceful:
                 assert neighbor.peer_restart_time is not None
                 self._log.info(

@@ -15,15 +15,8 @@ import pytest
 import yaml
 
 from agentmesh.bgp.messages import AgentAttributes, Health, Origin, PathAttributes
-from agentmesh.config import ConfigError
-from agentmesh.policy_config import (
-    PolicyAssignment,
-    PolicyConfig,
-    build_routing_policy,
-    load_policy,
-    parse_community,
-    parse_policy,
-)
+from agentmesh.config import ConfigError, load_policy, parse_policy
+from agentmesh.policy_config import PolicyAssignment, PolicyConfig, build_routing_policy, parse_community
 from agentmesh.rib.attributes import NO_ADVERTISE, NO_EXPORT
 from agentmesh.rib.policy import (
     AddCommunities,

@@ -93,3 +93,15 @@ def test_the_ceiling_bounds_suppression_to_max_suppress_time() -> None:
     rib.receive(E1, Update(attributes=attrs(65001), announced=("a.x",)), now)
     reuse_at = rib.next_deadline(now)
     assert reuse_at is not None and reuse_at <= now + FAST.max_suppress_time + 1e-6
+
+
+def test_a_session_that_keeps_dropping_flaps_every_route_it_carried() -> None:
+    rib = damped_rib()
+    now = 0.0
+    for _ in range(3):  # three quick session resets, each taking a.x with it
+        rib.receive(E1, Update(attributes=attrs(65001), announced=("a.x",)), now)
+        rib.peer_down(E1, now=now + 0.5)
+        rib.peer_up(E1, NEIGHBOURS[E1][1])
+        now += 1.0
+    rib.receive(E1, Update(attributes=attrs(65001), announced=("a.x",)), now)
+    assert rib.best("a.x") is None and rib.suppressed_count(E1) == 1
