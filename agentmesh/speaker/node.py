@@ -90,7 +90,7 @@ from agentmesh.speaker.hosting import Hosting
 from agentmesh.speaker.multipath import PathChooser, Strategy
 from agentmesh.transport import codec
 from agentmesh.transport.forwarding import ForwardingServicer, Routed, Served
-from agentmesh.transport.server import GrpcServer
+from agentmesh.transport.server import Caller, GrpcServer
 from agentmesh.transport.streams import ClientStream, ServerStream
 
 T = TypeVar("T")
@@ -983,11 +983,12 @@ class Node:
 
     # -- streams ---------------------------------------------------------------------------
 
-    async def _accept_stream(self, claimed_address: str | None, stream: ServerStream) -> Connection:
+    async def _accept_stream(self, caller: Caller, stream: ServerStream) -> Connection:
         """Offer a peer's Session call to its neighbour; raises PermissionError to refuse it."""
-        return await self.call(lambda: self._offer(claimed_address, stream))
+        return await self.call(lambda: self._offer(caller, stream))
 
-    def _offer(self, claimed_address: str | None, stream: ServerStream) -> Connection:
+    def _offer(self, caller: Caller, stream: ServerStream) -> Connection:
+        claimed_address = caller.claimed_address
         neighbor = self._neighbors.get(claimed_address or "")
         if neighbor is None:
             self._log.warning("connection_refused", peer=claimed_address, why="not a configured neighbour")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -24,9 +25,35 @@ class Pumpable(Protocol):
     def fail(self) -> None: ...
 
 
-#: Called with the address the dialler claims and its stream; returns the connection to pump or raises
-#: PermissionError when the dialler is not a neighbour.
-Acceptor = Callable[[str | None, ServerStream], Awaitable[Pumpable]]
+@dataclass(frozen=True)
+class Caller:
+    """What the server knows about whoever opened a Session call."""
+
+    #: The address the dialler says it can be reached at (its advertise address), from call metadata.
+    claimed_address: str | None
+    #: The IP address the call's connection came from, as the transport saw it (None if unknown).
+    source_host: str | None = None
+    #: Identities (SAN DNS names and IP addresses) of the client certificate the TLS handshake verified;
+    #: empty on a plaintext server or when the client presented none.
+    identities: tuple[str, ...] = ()
+
+
+#: Called with who is calling and the stream; returns the connection to pump or raises PermissionError
+#: when the caller is not an acceptable neighbour.
+Acceptor = Callable[[Caller, ServerStream], Awaitable[Pumpable]]
+
+
+def source_host(peer: str | None) -> str | None:
+    """The IP address in a grpc peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000"), else None."""
+    if not peer:
+        return None
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0]
+        return host.strip("[]") or None
+    return None
 
 
 class PeeringServicer(peering_pb2_grpc.PeeringServiceServicer):
@@ -42,9 +69,13 @@ class PeeringServicer(peering_pb2_grpc.PeeringServiceServicer):
         context: grpc.aio.ServicerContext[peering_pb2.SessionRequest, peering_pb2.SessionResponse],
     ) -> None:
         claimed = next((v for k, v in context.invocation_metadata() or () if k == PEER_ADDRESS_KEY), None)
+        caller = Caller(
+            claimed_address=claimed if isinstance(claimed, str) else None,
+            source_host=source_host(context.peer()),
+        )
         stream = ServerStream(context)
         try:
-            connection = await self._accept(claimed if isinstance(claimed, str) else None, stream)
+            connection = await self._accept(caller, stream)
         except PermissionError as refused:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
             return
