@@ -52,7 +52,7 @@ _STEPS = (
     DecisionReason.PEER_ADDRESS,
 )
 
-Rank = tuple[int, int, int, int, int, int, int, int, tuple[int, bytes, str, int]]
+Rank = tuple[int, int, int, int, int, int, int, int, tuple[int, bytes, str, int, int]]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -66,18 +66,28 @@ class Source:
     local: bool = False
     #: A route reflector client of this node (RFC 4456 §2): its routes are reflected to every iBGP peer.
     rr_client: bool = False
+    #: For the paths one neighbour sends under one Path Identifier (RFC 7911): that neighbour's key.
+    #: Each identifier is a source of its own, so a name can have several candidates from one peer.
+    peer: str = ""
+    path_id: int = 0
 
-    def address_rank(self) -> tuple[int, bytes, str, int]:
-        """Sort key for step 9: addresses numerically (IPv4 before IPv6), then names, then port."""
-        host, colon, port_text = self.key.rpartition(":")
+    @property
+    def neighbor(self) -> str:
+        """The neighbour the paths came from (the key itself, unless this is one of its path ids)."""
+        return self.peer or self.key
+
+    def address_rank(self) -> tuple[int, bytes, str, int, int]:
+        """Sort key for step 9: addresses numerically (IPv4 before IPv6), then names, port, path id."""
+        key = self.neighbor
+        host, colon, port_text = key.rpartition(":")
         if not colon or not port_text.isdigit():
-            host, port_text = self.key, "0"  # a key that is not host:port sorts as a name
+            host, port_text = key, "0"  # a key that is not host:port sorts as a name
         host, port = host.strip("[]"), int(port_text)
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
-            return (2, b"", host, port)
-        return (ip.version // 6, ip.packed, "", port)
+            return (2, b"", host, port, self.path_id)
+        return (ip.version // 6, ip.packed, "", port, self.path_id)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

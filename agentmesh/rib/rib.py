@@ -62,6 +62,8 @@ MULTIPATH_STEPS = 6
 COLLECT_THRESHOLD = 4096
 #: Budget of name octets per UPDATE built here: a few hundred KiB, well under gRPC's 4 MiB default.
 UPDATE_NAME_BYTES = 256 * 1024
+#: Distinct Path Identifiers one neighbour may use (RFC 7911 sets no bound; each costs a source here).
+MAX_PATH_IDS = 64
 
 
 class Drop(Enum):
@@ -138,6 +140,14 @@ class _Outbox:
     #: one path (then exports are decided per name and not cached per path).
     export_chain: PolicyChain | None = None
     export_per_name: bool = False
+    #: ADD-PATH (RFC 7911) as negotiated in the session's OPEN: how many paths per name we send
+    #: (0: one, without Path Identifiers), and whether the peer's UPDATEs carry Path Identifiers.
+    send_paths: int = 0
+    receive_paths: bool = False
+    #: With `send_paths`: per name, the Path Identifiers advertised and what each carries.
+    path_ids: dict[str, dict[int, PathAttributes]] = field(default_factory=dict)
+    #: With `send_paths`: names whose unchanged paths must be announced again (a refresh).
+    refresh: dict[str, None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +180,8 @@ class Rib:
         self._pool = AttributePool()
         self._local = Source(LOCAL, asn, router_id, internal=True, local=True)
         self._sources: dict[str, Source] = {LOCAL: self._local}
+        #: Per neighbour, the sources of the paths it sent under each Path Identifier (RFC 7911).
+        self._slots: dict[str, dict[int, Source]] = {}
         self._adj_in: dict[str, dict[str, Path]] = {LOCAL: {}}
         #: Per source, names its import policy rejected, with their attributes as received: what a
         #: policy change re-evaluates without asking the peer again, and what `explain` shows.
@@ -210,23 +222,32 @@ class Rib:
         self._adj_in[key] = {}
         self._filtered[key] = {}
         self._out[key] = _Outbox(source, self.next_hop)
+        self._slots[key] = {}
         self._assign_chains(key)
 
     def remove_peer(self, key: str) -> None:
         self.peer_down(key)
-        self._stale.pop(key, None)
-        self._suppressed.pop(key, None)
-        if self.damping is not None:
-            self.damping.forget_peer(key)
-        del self._sources[key], self._adj_in[key], self._filtered[key], self._out[key]
-        self._import_chains.pop(key, None)
+        for source_key in self._source_keys(key):
+            self._stale.pop(source_key, None)
+            self._suppressed.pop(source_key, None)
+            if self.damping is not None:
+                self.damping.forget_peer(source_key)
+            del self._sources[source_key], self._adj_in[source_key], self._filtered[source_key]
+            self._import_chains.pop(source_key, None)
+        del self._out[key], self._slots[key]
 
-    def peer_up(self, key: str, router_id: int) -> None:
-        """The session is Established: queue the whole table, then End-of-RIB (RFC 4724 §2)."""
+    def peer_up(self, key: str, router_id: int, *, send_paths: int = 0, receive_paths: bool = False) -> None:
+        """The session is Established: queue the whole table, then End-of-RIB (RFC 4724 §2).
+
+        `send_paths` > 1 and `receive_paths` are what the session negotiated of ADD-PATH (RFC 7911).
+        """
         self._set_router_id(key, router_id)
         out = self._out[key]
         out.established = True
+        out.send_paths = send_paths if send_paths > 1 else 0
+        out.receive_paths = receive_paths
         out.advertised.clear()
+        out.path_ids.clear()
         out.urgent.clear()
         out.pending = dict.fromkeys(self._loc)
         out.end_of_rib_pending = True
@@ -243,10 +264,17 @@ class Rib:
         out = self._out[key]
         out.established = False
         out.advertised.clear()
+        out.path_ids.clear()
+        out.refresh.clear()
         out.urgent.clear()
         out.pending.clear()
         out.exports.clear()
         out.end_of_rib_pending = False
+        for source_key in self._source_keys(key):
+            self._source_down(source_key, keep_stale, now)
+
+    def _source_down(self, key: str, keep_stale: bool, now: float) -> None:
+        """Flush (or keep as stale) the routes of one source of a neighbour whose session ended."""
         if keep_stale:
             self._stale.setdefault(key, set()).update(self._adj_in[key])
             return
@@ -258,7 +286,41 @@ class Rib:
         self._adj_in[key] = {}
         self._filtered[key] = {}
         self._paths = {k: p for k, p in self._paths.items() if k[0] != key}
+        self._touch(adj)
         self._withdraw_paths(key, adj)
+
+    def _source_keys(self, key: str) -> list[str]:
+        """The neighbour's own source key, then those of the Path Identifiers it used."""
+        return [key, *(slot.key for slot in self._slots[key].values())]
+
+    def _slot(self, key: str, path_id: int) -> Source | None:
+        """The source of neighbour `key`'s paths with Path Identifier `path_id` (0: the neighbour's own).
+
+        None once the neighbour used MAX_PATH_IDS identifiers: each is a source held here.
+        """
+        if path_id == 0:
+            return self._sources[key]
+        slots = self._slots[key]
+        slot = slots.get(path_id)
+        if slot is None:
+            if len(slots) >= MAX_PATH_IDS:
+                return None
+            peer = self._sources[key]
+            slot = slots[path_id] = Source(
+                f"{key}#{path_id}",
+                peer.asn,
+                peer.router_id,
+                peer.internal,
+                False,
+                peer.rr_client,
+                key,
+                path_id,
+            )
+            self._sources[slot.key] = slot
+            self._adj_in[slot.key] = {}
+            self._filtered[slot.key] = {}
+            self._import_chains[slot.key] = self._import_chains.get(key)
+        return slot
 
     def _set_router_id(self, key: str, router_id: int) -> None:
         """The router id is learnt from OPEN; it feeds step 8 of the decision (so paths are remade)."""
@@ -267,6 +329,10 @@ class Rib:
             source = Source(key, old.asn, router_id, old.internal, rr_client=old.rr_client)
             self._sources[key] = source
             self._out[key].source = source
+            for path_id, slot in self._slots[key].items():
+                self._slots[key][path_id] = self._sources[slot.key] = Source(
+                    slot.key, old.asn, router_id, old.internal, False, old.rr_client, key, path_id
+                )
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -276,6 +342,47 @@ class Rib:
             return Received(end_of_rib=True)
         if error := self._unrepairable(update):
             return Received(error=error)
+        if self._out[key].receive_paths and (update.announced_path_ids or update.withdrawn_path_ids):
+            return self._receive_paths(key, update, now)
+        received = self._receive_from(key, update, now)
+        if self._sends_paths():
+            self._touch(itertools.chain(update.withdrawn, update.announced))
+        return received
+
+    def _receive_paths(self, key: str, update: Update, now: float) -> Received:
+        """An UPDATE whose names carry Path Identifiers (RFC 7911 §3): each identifier is its own source."""
+        parts: dict[int, tuple[list[str], list[str]]] = {}
+        for name, path_id in zip(
+            update.withdrawn, update.withdrawn_path_ids or _zeros(update.withdrawn), strict=True
+        ):
+            parts.setdefault(path_id, ([], []))[0].append(name)
+        for name, path_id in zip(
+            update.announced, update.announced_path_ids or _zeros(update.announced), strict=True
+        ):
+            parts.setdefault(path_id, ([], []))[1].append(name)
+        slots = {path_id: self._slot(key, path_id) for path_id in parts}
+        if None in slots.values():
+            data = f"more than {MAX_PATH_IDS} path identifiers".encode()
+            return Received(
+                error=Notification(ErrorCode.UPDATE_MESSAGE, UpdateSubcode.INVALID_NETWORK_FIELD, data)
+            )
+        total = Received()
+        for path_id, (withdrawn, announced) in parts.items():
+            part = Update(
+                withdrawn=tuple(withdrawn),
+                attributes=update.attributes if announced else None,
+                announced=tuple(announced),
+                attribute_error=update.attribute_error,
+            )
+            slot = slots[path_id]
+            assert slot is not None
+            total = _add(total, self._receive_from(slot.key, part, now))
+        if self._sends_paths():
+            self._touch(itertools.chain(update.withdrawn, update.announced))
+        return total
+
+    def _receive_from(self, key: str, update: Update, now: float) -> Received:
+        """Apply the names of one UPDATE that belong to one source (a neighbour, or one of its path ids)."""
         withdrawn: Iterable[str] = update.withdrawn
         announced = update.announced
         dropped = None
@@ -389,6 +496,7 @@ class Rib:
         changed: dict[str, Path | None] = {}
         for (key, _), (attrs, names) in groups.items():
             self._import(self._sources[key], attrs, names, changed)
+            self._touch(names)
         self._commit(changed)
         return sum(len(names) for _, names in groups.values())
 
@@ -400,10 +508,10 @@ class Rib:
         """Routes damping holds back from `key`, or from every peer."""
         if key is None:
             return sum(len(names) for names in self._suppressed.values())
-        return len(self._suppressed.get(key, {}))
+        return sum(len(self._suppressed.get(k, {})) for k in self._source_keys(key))
 
     def _context(self, peer: Source) -> RouteContext:
-        return RouteContext(peer.key, peer.asn, self.asn, self.next_hop)
+        return RouteContext(peer.neighbor, peer.asn, self.asn, self.next_hop)
 
     def _unrepairable(self, update: Update) -> Notification | None:
         """Errors in the names themselves: without trustworthy NLRI only a reset is safe (RFC 7606 §5.3)."""
@@ -416,12 +524,13 @@ class Rib:
             return Notification(
                 ErrorCode.UPDATE_MESSAGE, UpdateSubcode.INVALID_NETWORK_FIELD, bad[0][:64].encode()
             )
-        if (
-            update.announced
-            and update.announced_path_ids
-            and len(update.announced_path_ids) != len(update.announced)
+        for names, path_ids in (
+            (update.announced, update.announced_path_ids),
+            (update.withdrawn, update.withdrawn_path_ids),
         ):
-            return Notification(ErrorCode.UPDATE_MESSAGE, UpdateSubcode.MALFORMED_ATTRIBUTE_LIST)
+            if path_ids and len(path_ids) != len(names):
+                # RFC 7911 §3: every name carries its identifier; a partial list cannot be matched up.
+                return Notification(ErrorCode.UPDATE_MESSAGE, UpdateSubcode.MALFORMED_ATTRIBUTE_LIST)
         return None
 
     def _drop_reason(self, update: Update, internal: bool) -> Dropped | None:
@@ -532,12 +641,23 @@ class Rib:
                 continue
             out.urgent.update(gone)
             for path, names in by_path.items():
-                if out.export_per_name or self._export_cached(out, path) is not None:
+                if out.send_paths or out.export_per_name or self._export_cached(out, path) is not None:
                     out.pending.update(dict.fromkeys(names))
                 else:
                     # The new best cannot go to this peer: withdraw what it has, without delay.
                     advertised = out.advertised
                     out.urgent.update(dict.fromkeys(name for name in names if name in advertised))
+
+    def _sends_paths(self) -> bool:
+        return any(out.send_paths and out.established for out in self._out.values())
+
+    def _touch(self, names: Iterable[str]) -> None:
+        """Queue names whose candidates changed for peers sent several paths: their best may be the same."""
+        outs = [out for out in self._out.values() if out.send_paths and out.established]
+        if outs:
+            touched = dict.fromkeys(names)
+            for out in outs:
+                out.pending.update(touched)
 
     def _note_changes(self, moved: Mapping[str, Path | None]) -> None:
         """Count each best-path change by its reason, and keep it while someone watches."""
@@ -599,11 +719,11 @@ class Rib:
         self.policy = policy
         changed: dict[str, Path | None] = {}
         evaluated = 0
-        for key, source in self._sources.items():
-            if key == LOCAL:
-                continue
+        for key in self._out:
             self._assign_chains(key)
-            evaluated += self._reimport(source, changed)
+        for key, source in self._sources.items():
+            if key != LOCAL:
+                evaluated += self._reimport(source, changed)
         self._commit(changed)
         for out in self._out.values():
             out.exports.clear()
@@ -613,6 +733,8 @@ class Rib:
 
     def _assign_chains(self, key: str) -> None:
         self._import_chains[key] = self.policy.import_chain(key)
+        for slot in self._slots[key].values():
+            self._import_chains[slot.key] = self._import_chains[key]
         out = self._out[key]
         out.export_chain = self.policy.export_chain(key)
         out.export_per_name = out.export_chain is not None and out.export_chain.name_dependent
@@ -708,6 +830,8 @@ class Rib:
         out = self._out[key]
         if not out.established:
             return
+        if out.send_paths:
+            out.refresh.update(dict.fromkeys(out.path_ids))
         for name in list(out.advertised):
             if self._export(out, name) is not None:
                 del out.advertised[name]
@@ -742,6 +866,16 @@ class Rib:
         out = self._out[key]
         if not out.established:
             return []
+        updates = (
+            self._take_paths(out, now, max_names) if out.send_paths else self._take_best(out, now, max_names)
+        )
+        if out.end_of_rib_pending and not out.pending and not out.urgent and not self.hold_end_of_rib:
+            out.end_of_rib_pending = False
+            updates.append(Update(end_of_rib=True))
+        return updates
+
+    def _take_best(self, out: _Outbox, now: float, max_names: int) -> list[Update]:
+        """UPDATEs with the one best path per name (RFC 4271 §9.2)."""
         advertised = out.advertised
         withdrawn: list[str] = []
         for name in _take(out.urgent, max_names):
@@ -769,10 +903,59 @@ class Rib:
         updates = [Update(withdrawn=chunk) for chunk in _chunks(withdrawn)]
         for attrs, names in groups.values():
             updates += [Update(attributes=attrs, announced=chunk) for chunk in _chunks(names)]
-        if out.end_of_rib_pending and not out.pending and not out.urgent and not self.hold_end_of_rib:
-            out.end_of_rib_pending = False
-            updates.append(Update(end_of_rib=True))
         return updates
+
+    def _take_paths(self, out: _Outbox, now: float, max_names: int) -> list[Update]:
+        """UPDATEs with several paths per name, each under its Path Identifier (RFC 7911 §3)."""
+        names = _take(out.urgent, max_names)
+        if out.pending and now >= out.next_announcement:
+            names += _take(out.pending, max_names - len(names))
+            if not out.pending:
+                out.next_announcement = now + self.min_advertisement_interval
+        withdrawn: tuple[list[str], list[int]] = ([], [])
+        groups: dict[int, tuple[PathAttributes, list[str], list[int]]] = {}
+        for name in names:
+            before = out.path_ids.pop(name, {})
+            after = _assign_path_ids(before, self._exports(out, name))
+            if after:
+                out.path_ids[name] = after
+            for path_id in before:
+                if path_id not in after:  # a reused identifier replaces its old path implicitly
+                    withdrawn[0].append(name)
+                    withdrawn[1].append(path_id)
+            forced = name in out.refresh
+            if forced:
+                del out.refresh[name]
+            for path_id, attrs in after.items():
+                if forced or before.get(path_id) is not attrs:
+                    group = groups.setdefault(id(attrs), (attrs, [], []))
+                    group[1].append(name)
+                    group[2].append(path_id)
+        updates = [
+            Update(withdrawn=chunk, withdrawn_path_ids=ids) for chunk, ids in _chunks_with_ids(*withdrawn)
+        ]
+        for attrs, group_names, ids in groups.values():
+            updates += [
+                Update(attributes=attrs, announced=chunk, announced_path_ids=chunk_ids)
+                for chunk, chunk_ids in _chunks_with_ids(group_names, ids)
+            ]
+        return updates
+
+    def _exports(self, out: _Outbox, name: str) -> list[PathAttributes]:
+        """What the peer is sent for `name` with ADD-PATH: the exports of its equally good paths."""
+        best = self._loc.get(name)
+        if best is None:
+            return []
+        exports: list[PathAttributes] = []
+        for path in self._equal_paths(name, best):
+            exported = (
+                self._export_path(out, path, name) if out.export_per_name else self._export_cached(out, path)
+            )
+            if exported is not None and all(exported is not other for other in exports):
+                exports.append(exported)
+                if len(exports) == out.send_paths:
+                    break
+        return exports
 
     def _export(self, out: _Outbox, name: str) -> PathAttributes | None:
         best = self._loc.get(name)
@@ -812,7 +995,7 @@ class Rib:
         """The export rules no policy overrides (RFC 4271 §9.2, RFC 1997)."""
         source = path.source
         communities = path.attrs.communities
-        if source is peer or source.key == peer.key:
+        if source.neighbor == peer.key:
             return False  # never back to the neighbour it came from
         if NO_ADVERTISE in communities:
             return False  # RFC 1997
@@ -859,27 +1042,31 @@ class Rib:
         if match is None:
             return None
         best = self._loc[match]
-        if maximum <= 1 or best.source.local:
+        if maximum <= 1:
             return match, [best]
+        return match, list(itertools.islice(self._equal_paths(match, best), maximum))
+
+    def _equal_paths(self, name: str, best: Path) -> Iterator[Path]:
+        """`best`, then the candidates for `name` equal to it through MULTIPATH_STEPS, one per NEXT_HOP."""
+        yield best
+        if best.source.local:
+            return  # local agents are served here
         key = best.rank[:MULTIPATH_STEPS]
         equals = sorted(
             (
                 path
                 for adj in self._adj_in.values()
-                if (path := adj.get(match)) is not None
+                if (path := adj.get(name)) is not None
                 and path is not best
                 and path.rank[:MULTIPATH_STEPS] == key
             ),
             key=lambda path: path.rank,
         )
-        paths, hops = [best], {best.attrs.next_hop}
+        hops = {best.attrs.next_hop}
         for path in equals:
-            if len(paths) == maximum:
-                break
             if path.attrs.next_hop not in hops:
                 hops.add(path.attrs.next_hop)
-                paths.append(path)
-        return match, paths
+                yield path
 
     def with_capability(self, tag: str) -> list[tuple[str, Path]]:
         return sorted((name, self._loc[name]) for name in self.index.by_capability(tag))
@@ -896,43 +1083,63 @@ class Rib:
         return iter(self._loc.items())
 
     def adj_rib_in(self, key: str) -> Iterator[tuple[str, Path]]:
-        return iter(self._adj_in[key].items())
+        """What neighbour `key` sent, every Path Identifier included (a name once per identifier)."""
+        return itertools.chain.from_iterable(self._adj_in[k].items() for k in self._source_keys(key))
 
     def adj_rib_out(self, key: str) -> Iterator[tuple[str, PathAttributes]]:
-        return iter(self._out[key].advertised.items())
+        """What was advertised to `key`: with ADD-PATH, a name once per path."""
+        out = self._out[key]
+        if out.send_paths:
+            return ((name, attrs) for name, paths in out.path_ids.items() for attrs in paths.values())
+        return iter(out.advertised.items())
+
+    def add_paths(self, key: str) -> tuple[int, bool]:
+        """ADD-PATH as the peer's session negotiated it: paths per name sent (0: the best, without
+        Path Identifiers), and whether the peer's UPDATEs carry Path Identifiers."""
+        out = self._out[key]
+        return (out.send_paths, out.receive_paths) if out.established else (0, False)
 
     def received_count(self, key: str) -> int:
-        return len(self._adj_in[key])
+        return sum(len(self._adj_in[k]) for k in self._source_keys(key))
 
     def sweep_stale(self, key: str) -> int:
         """Remove the routes a restarted peer did not announce again (after its End-of-RIB, or a timer)."""
-        stale = self._stale.pop(key, set())
-        adj = self._adj_in[key]
-        removed = {name: path for name in stale if (path := adj.pop(name, None)) is not None}
-        loc = self._loc
-        self._commit({name: path for name, path in removed.items() if loc.get(name) is path})
-        return len(removed)
+        removed = 0
+        for source_key in self._source_keys(key):
+            stale = self._stale.pop(source_key, set())
+            adj = self._adj_in[source_key]
+            gone = {name: path for name in stale if (path := adj.pop(name, None)) is not None}
+            self._touch(gone)
+            loc = self._loc
+            self._commit({name: path for name, path in gone.items() if loc.get(name) is path})
+            removed += len(gone)
+        return removed
 
     def stale_count(self, key: str | None = None) -> int:
         """Stale routes from `key`, or from every peer."""
         if key is None:
             return sum(len(names) for names in self._stale.values())
-        return len(self._stale.get(key, ()))
+        return sum(len(self._stale.get(k, ())) for k in self._source_keys(key))
 
     def stale_names(self, key: str) -> frozenset[str]:
-        return frozenset(self._stale.get(key, ()))
+        return frozenset(
+            itertools.chain.from_iterable(self._stale.get(k, ()) for k in self._source_keys(key))
+        )
 
     def filtered_count(self, key: str) -> int:
-        return len(self._filtered[key])
+        return sum(len(self._filtered[k]) for k in self._source_keys(key))
 
     def advertised_count(self, key: str) -> int:
-        return len(self._out[key].advertised)
+        out = self._out[key]
+        if out.send_paths:
+            return sum(len(paths) for paths in out.path_ids.values())
+        return len(out.advertised)
 
     def counts(self) -> RibCounts:
         return RibCounts(
             adj_rib_in=sum(len(adj) for key, adj in self._adj_in.items() if key != LOCAL),
             loc_rib=len(self._loc),
-            adj_rib_out=sum(len(out.advertised) for out in self._out.values()),
+            adj_rib_out=sum(self.advertised_count(key) for key in self._out),
             attribute_sets=len(self._pool),
         )
 
@@ -949,6 +1156,46 @@ def _take(queue: dict[str, None], limit: int) -> list[str]:
     for name in names:
         del queue[name]
     return names
+
+
+def _zeros(names: tuple[str, ...]) -> Iterator[int]:
+    return itertools.repeat(0, len(names))
+
+
+def _add(a: Received, b: Received) -> Received:
+    """The sum of what two parts of one UPDATE did."""
+    return Received(
+        a.announced + b.announced,
+        a.withdrawn + b.withdrawn,
+        a.changed + b.changed,
+        a.filtered + b.filtered,
+        a.dropped or b.dropped,
+    )
+
+
+def _assign_path_ids(
+    before: Mapping[int, PathAttributes], exports: list[PathAttributes]
+) -> dict[int, PathAttributes]:
+    """Path Identifiers for a name's exports: a path keeps its identifier, a new one takes the lowest free.
+
+    Identifiers only need to be unique per name and peer (RFC 7911 §3); keeping them stable means an
+    unchanged path is never re-sent and a replaced one is an implicit withdrawal of the old.
+    """
+    kept = {path_id: attrs for path_id, attrs in before.items() if any(attrs is e for e in exports)}
+    free = (path_id for path_id in itertools.count(1) if path_id not in kept)
+    after = dict(kept)
+    for attrs in exports:
+        if all(attrs is not other for other in kept.values()):
+            after[next(free)] = attrs
+    return after
+
+
+def _chunks_with_ids(names: list[str], ids: list[int]) -> Iterator[tuple[tuple[str, ...], tuple[int, ...]]]:
+    """`_chunks`, with each name's Path Identifier alongside."""
+    start = 0
+    for chunk in _chunks(names):
+        yield chunk, tuple(ids[start : start + len(chunk)])
+        start += len(chunk)
 
 
 def _chunks(names: list[str]) -> Iterator[tuple[str, ...]]:
