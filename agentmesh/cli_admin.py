@@ -189,6 +189,9 @@ def _add_peer_commands(subparsers: Subparsers) -> None:
     add.add_argument(
         "--rr-client", action="store_true", help="an iBGP neighbour this node reflects routes for (RFC 4456)"
     )
+    add.add_argument(
+        "--add-paths", type=_add_paths, default=0, metavar="N", help="send up to N paths per name (RFC 7911)"
+    )
 
     update = _command(
         actions, "update", _peer_update, "change a neighbour's configuration (options not given are kept)"
@@ -202,6 +205,12 @@ def _add_peer_commands(subparsers: Subparsers) -> None:
     update.add_argument("--hold-time", type=_hold_time, metavar="S", help="hold time to propose")
     update.add_argument(
         "--rr-client", action=argparse.BooleanOptionalAction, help="a route reflector client, or not"
+    )
+    update.add_argument(
+        "--add-paths",
+        type=_add_paths,
+        metavar="N",
+        help="send up to N paths per name (RFC 7911); 0: the best",
     )
 
     delete = _command(actions, "del", _peer_del, "end a neighbour's session and forget it")
@@ -304,6 +313,10 @@ def _hold_time(text: str) -> int:
     if value in (1, 2):
         raise argparse.ArgumentTypeError("the hold time must be 0 or at least 3 seconds (RFC 4271 §4.2)")
     return value
+
+
+def _add_paths(text: str) -> int:
+    return _bounded_int(text, 0, 64, "the paths per name")
 
 
 def _batch_size(text: str) -> int:
@@ -542,6 +555,7 @@ def _peer_add(client: AdminClient, args: argparse.Namespace) -> int:
         passive=args.passive,
         hold_time=args.hold_time,
         route_reflector_client=args.rr_client,
+        add_paths=args.add_paths,
     )
     client.add_peer(config)
     return _done(args, f"peer {args.address} added")
@@ -554,11 +568,13 @@ def _peer_update(client: AdminClient, args: argparse.Namespace) -> int:
         "passive": args.passive,
         "hold_time": args.hold_time,
         "route_reflector_client": args.rr_client,
+        "add_paths": args.add_paths,
     }
     changes = {field: value for field, value in options.items() if value is not None}
     if not changes:
         raise UsageError(
-            "nothing to change: give --asn, --description, --[no-]passive, --hold-time or --[no-]rr-client"
+            "nothing to change: give --asn, --description, --[no-]passive, --hold-time, --[no-]rr-client"
+            " or --add-paths"
         )
     # UpdatePeer replaces the whole configuration, so start from the current one: options not given stay.
     current = [peer for peer in client.list_peers(args.address) if peer.config.address == args.address]

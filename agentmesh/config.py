@@ -105,6 +105,8 @@ _PRIVATE_ASN_HINT = (
 _HOLD_TIME_MAX = 0xFFFF
 
 _NAME_MAX = 253
+#: Most paths per name a node sends one neighbour with ADD-PATH: as many as a node can forward over.
+MAX_ADD_PATHS = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HOST_LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _DIGITS_AND_DOTS_RE = re.compile(r"[0-9.]+")
@@ -464,6 +466,7 @@ class NeighborConfig(_Model):
     import_policy: PolicyAssignment | None = None
     export_policy: PolicyAssignment | None = None
     route_reflector_client: StrictBool = False
+    add_paths: StrictInt = 0
     max_prefixes: MaxPrefixesConfig | None = None
 
     @field_validator("address")
@@ -480,6 +483,13 @@ class NeighborConfig(_Model):
     @classmethod
     def _valid_hold_time(cls, value: int | None) -> int | None:
         return None if value is None else _check_hold_time(value)
+
+    @field_validator("add_paths")
+    @classmethod
+    def _valid_add_paths(cls, value: int) -> int:
+        if not 0 <= value <= MAX_ADD_PATHS:
+            raise ValueError(f"must be 0-{MAX_ADD_PATHS} paths per name, got {value}")
+        return value
 
 
 class NodeConfig(_Model):

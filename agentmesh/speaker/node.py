@@ -53,6 +53,7 @@ from agentmesh.bgp.messages import (
     AgentAttributes,
     Capabilities,
     GracefulRestart,
+    MultiplePaths,
     Notification,
     PathAttributes,
     RouteRefresh,
@@ -120,6 +121,8 @@ class PeerStatus:
     #: The hold time configured for this neighbour, None for the node's default.
     configured_hold_time: int | None
     route_reflector_client: bool
+    #: Paths per name configured to be sent with ADD-PATH (RFC 7911), 0 for the best only.
+    add_paths: int
     enabled: bool
     state: State
     peer_id: int | None
@@ -137,6 +140,10 @@ class PeerStatus:
     routes_stale: int
     routes_suppressed: int
     peer_restart_time: int | None
+    #: ADD-PATH as the session negotiated it: paths per name sent (0: one, without identifiers),
+    #: and whether the peer sends Path Identifiers.
+    sending_paths: int = 0
+    receiving_paths: bool = False
 
 
 #: Config sections a running node cannot take on by reload.
@@ -726,7 +733,13 @@ class Node:
             connect_retry_initial=timers.connect_retry_initial,
             passive=neighbor.passive,
             # ROUTE-REFRESH is answered by re-sending the table (RFC 2918 §4); soft reset in uses it.
-            capabilities=Capabilities(route_refresh=True, graceful_restart=self._graceful_restart()),
+            capabilities=Capabilities(
+                route_refresh=True,
+                graceful_restart=self._graceful_restart(),
+                # RFC 7911 §4: every node takes several paths per name (multipath uses them); it
+                # sends several only where configured, e.g. a reflector to its multipath clients.
+                multiple_paths=MultiplePaths(receive=True, send=neighbor.add_paths > 1),
+            ),
         )
 
     def _neighbor(self, address: str) -> _Neighbor:
@@ -956,6 +969,7 @@ class Node:
 
     def _status(self, n: _Neighbor) -> PeerStatus:
         negotiated = n.peer.primary.negotiated
+        sending_paths, receiving_paths = self.rib.add_paths(n.config.address)
         return PeerStatus(
             address=n.config.address,
             asn=n.config.asn,
@@ -964,6 +978,7 @@ class Node:
             passive=n.config.passive,
             configured_hold_time=n.config.hold_time,
             route_reflector_client=n.config.route_reflector_client,
+            add_paths=n.config.add_paths,
             enabled=n.peer.enabled,
             state=n.peer.state,
             peer_id=negotiated.peer_id if negotiated else None,
@@ -979,6 +994,8 @@ class Node:
             routes_stale=self.rib.stale_count(n.config.address),
             routes_suppressed=self.rib.suppressed_count(n.config.address),
             peer_restart_time=n.peer_restart_time,
+            sending_paths=sending_paths,
+            receiving_paths=receiving_paths,
         )
 
     # -- streams ---------------------------------------------------------------------------
@@ -1092,7 +1109,12 @@ class Node:
                 neighbor.peer_restart_time = (
                     n.peer_restart_time if self.config.graceful_restart.enabled else None
                 )
-                self.rib.peer_up(neighbor.config.address, n.peer_id)
+                self.rib.peer_up(
+                    neighbor.config.address,
+                    n.peer_id,
+                    send_paths=neighbor.config.add_paths if n.send_multiple_paths else 0,
+                    receive_paths=n.receive_multiple_paths,
+                )
                 if self.rib.stale_count(neighbor.config.address):
                     # Back in time: its stale routes wait for its End-of-RIB, but not for ever.
                     self._arm_stale_timer(neighbor, self.config.graceful_restart.stale_routes_time)

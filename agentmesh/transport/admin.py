@@ -196,6 +196,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             "asn": peer.asn,
             "passive": peer.passive,
             "route_reflector_client": peer.route_reflector_client,
+            "add_paths": peer.add_paths,
         }
         if peer.description:
             fields["description"] = peer.description
@@ -387,6 +388,7 @@ def _peer(status: PeerStatus) -> pb.Peer:
             passive=status.passive,
             hold_time=status.configured_hold_time or 0,
             route_reflector_client=status.route_reflector_client,
+            add_paths=status.add_paths,
         ),
         internal=status.internal,
         enabled=status.enabled,
@@ -404,6 +406,8 @@ def _peer(status: PeerStatus) -> pb.Peer:
         routes_stale=status.routes_stale,
         routes_suppressed=status.routes_suppressed,
         peer_restart_time=status.peer_restart_time or 0,
+        sending_paths=status.sending_paths,
+        receiving_paths=status.receiving_paths,
     )
 
 

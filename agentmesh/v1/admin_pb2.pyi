@@ -364,6 +364,7 @@ class PeerConfig(_message.Message):
     PASSIVE_FIELD_NUMBER: _builtins.int
     HOLD_TIME_FIELD_NUMBER: _builtins.int
     ROUTE_REFLECTOR_CLIENT_FIELD_NUMBER: _builtins.int
+    ADD_PATHS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """host:port of the neighbour's gRPC server."""
     asn: _builtins.int
@@ -376,6 +377,8 @@ class PeerConfig(_message.Message):
     """Hold time proposed to this neighbour in seconds; 0 means the node's default."""
     route_reflector_client: _builtins.bool
     """This iBGP neighbour is a route reflector client of the node (RFC 4456)."""
+    add_paths: _builtins.int
+    """Paths per name sent to this neighbour with ADD-PATH (RFC 7911); 0 or 1: the best path only."""
     def __init__(
         self,
         *,
@@ -385,10 +388,11 @@ class PeerConfig(_message.Message):
         passive: _builtins.bool = ...,
         hold_time: _builtins.int = ...,
         route_reflector_client: _builtins.bool = ...,
+        add_paths: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "asn", b"asn", "description", b"description", "hold_time", b"hold_time", "passive", b"passive", "route_reflector_client", b"route_reflector_client"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_paths", b"add_paths", "address", b"address", "asn", b"asn", "description", b"description", "hold_time", b"hold_time", "passive", b"passive", "route_reflector_client", b"route_reflector_client"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -455,6 +459,8 @@ class Peer(_message.Message):
     ROUTES_STALE_FIELD_NUMBER: _builtins.int
     ROUTES_SUPPRESSED_FIELD_NUMBER: _builtins.int
     PEER_RESTART_TIME_FIELD_NUMBER: _builtins.int
+    SENDING_PATHS_FIELD_NUMBER: _builtins.int
+    RECEIVING_PATHS_FIELD_NUMBER: _builtins.int
     internal: _builtins.bool
     """Whether it is iBGP (same AS)."""
     enabled: _builtins.bool
@@ -483,6 +489,10 @@ class Peer(_message.Message):
     """Routes from the peer that flap damping holds back (RFC 2439)."""
     peer_restart_time: _builtins.int
     """The restart time the peer advertised in OPEN (graceful restart); 0 when it did not."""
+    sending_paths: _builtins.int
+    """Paths per name the session sends with Path Identifiers (ADD-PATH negotiated, RFC 7911); 0 when not."""
+    receiving_paths: _builtins.bool
+    """Whether the peer's UPDATEs carry Path Identifiers (it may send several paths per name)."""
     @_builtins.property
     def config(self) -> Global___PeerConfig:
         """Its configuration."""
@@ -515,10 +525,12 @@ class Peer(_message.Message):
         routes_stale: _builtins.int = ...,
         routes_suppressed: _builtins.int = ...,
         peer_restart_time: _builtins.int = ...,
+        sending_paths: _builtins.int = ...,
+        receiving_paths: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "last_down_notification", b"last_down_notification", "last_notification_received", b"last_notification_received"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "connections", b"connections", "enabled", b"enabled", "internal", b"internal", "last_down_notification", b"last_down_notification", "last_down_reason", b"last_down_reason", "last_notification_received", b"last_notification_received", "last_reason", b"last_reason", "negotiated_hold_time", b"negotiated_hold_time", "peer_restart_time", b"peer_restart_time", "peer_router_id", b"peer_router_id", "routes_advertised", b"routes_advertised", "routes_received", b"routes_received", "routes_stale", b"routes_stale", "routes_suppressed", b"routes_suppressed", "seconds_in_state", b"seconds_in_state", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "connections", b"connections", "enabled", b"enabled", "internal", b"internal", "last_down_notification", b"last_down_notification", "last_down_reason", b"last_down_reason", "last_notification_received", b"last_notification_received", "last_reason", b"last_reason", "negotiated_hold_time", b"negotiated_hold_time", "peer_restart_time", b"peer_restart_time", "peer_router_id", b"peer_router_id", "receiving_paths", b"receiving_paths", "routes_advertised", b"routes_advertised", "routes_received", b"routes_received", "routes_stale", b"routes_stale", "routes_suppressed", b"routes_suppressed", "seconds_in_state", b"seconds_in_state", "sending_paths", b"sending_paths", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -166,8 +166,10 @@ async def test_peers_lists_the_neighbour_and_its_session(mesh: Mesh) -> None:
         "passive": False,
         "hold_time": 0,
         "route_reflector_client": False,
+        "add_paths": 0,
     }
     assert peer["state"] == "SESSION_STATE_ESTABLISHED" and peer["enabled"] is True
+    assert (peer["sending_paths"], peer["receiving_paths"]) == (0, False)  # neither side sends ADD-PATH
     assert (peer["routes_received"], peer["routes_advertised"]) == (2, 1)
 
 
@@ -423,7 +425,7 @@ async def _steer_for_people(mesh: Mesh, ghost: str) -> None:
 
 async def _steer_as_json(mesh: Mesh, ghost: str) -> None:
     b = mesh.b.advertise_address
-    add = ("add", ghost, "--asn", "65009", "--passive", "--hold-time", "30")
+    add = ("add", ghost, "--asn", "65009", "--passive", "--hold-time", "30", "--add-paths", "4")
     for args, response in [(add, {}), (("update", ghost, "--no-passive"), {"session_reset": True})]:
         await _expect_json(response, "peer", *args, admin=mesh.admin)
     for args in [("reset", ghost), ("reset", b, "--soft", "out"), ("disable", ghost)]:
@@ -431,6 +433,7 @@ async def _steer_as_json(mesh: Mesh, ghost: str) -> None:
     listed = await cli("peers", "--json", admin=mesh.admin)
     peer = next(p for p in listed.json() if p["config"]["address"] == ghost)
     assert (peer["enabled"], peer["config"]["hold_time"], peer["config"]["passive"]) == (False, 30, False)
+    assert peer["config"]["add_paths"] == 4
     for args in [("enable", ghost), ("del", ghost)]:
         await _expect_json({}, "peer", *args, admin=mesh.admin)
 
@@ -539,6 +542,10 @@ async def test_bad_arguments_exit_2(mesh: Mesh) -> None:
         (("peer", "add", "no-port", "--asn", "65009"), lambda err: "'no-port' is not HOST:PORT" in err),
         (("routes", "--table", "adj-in"), lambda err: "give --peer ADDRESS" in err),
         (("peer", "update", "127.0.0.1:9"), lambda err: "nothing to change" in err),
+        (
+            ("peer", "add", "127.0.0.1:9", "--asn", "65009", "--add-paths", "65"),
+            lambda err: "from 0 to 64" in err,
+        ),
         # The node finds this one (INVALID_ARGUMENT): an agent name outside the grammar.
         (("announce", "not a name!"), lambda err: "not a name!" in err),
     ]
