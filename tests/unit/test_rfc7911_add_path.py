@@ -7,6 +7,9 @@ sends it, so the whole chain is exercised. Sans-IO: time is only the `now` argum
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agentmesh.bgp.errors import ErrorCode, UpdateSubcode
 from agentmesh.bgp.messages import PathAttributes, Update
 from agentmesh.rib.rib import MAX_PATH_IDS, Rib
@@ -179,3 +182,27 @@ def test_path_identifiers_are_ignored_unless_negotiated() -> None:
         )
         rib.receive(R, update, 0.0)
     assert next_hops(rib) == {"h2:1"}  # the second replaced the first, as without ADD-PATH
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([None, 0, 10])),  # AS_PATH length, MED
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_through_the_reflector_the_client_has_the_multipath_set_of_a_full_mesh(
+    routes: list[tuple[int, int | None]],
+) -> None:
+    rib, multipath = reflector(), client()
+    mesh = Rib(ASN, IDS[M], "10.0.2.1:50051", 0.0)  # the same client with a session to each origin
+    origins = (O1, O2, O3)[: len(routes)]
+    for key, (length, med) in zip(origins, routes, strict=True):
+        mesh.add_peer(key, ASN, IDS[key])
+        mesh.peer_up(key, IDS[key])
+        for target in (rib, mesh):
+            route = attrs(*[65001] * length, next_hop=HOPS[key], med=med)
+            assert target.receive(key, Update(attributes=route, announced=("a.x",)), 0.0).error is None
+    relay(rib, multipath)
+    assert next_hops(multipath) == next_hops(mesh)
