@@ -8,11 +8,12 @@ the moment the dialler reports Tcp_CR_Acked to its FSM (RFC 4271 §8.1.3, event 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
 
+from agentmesh.transport.tls import PLAINTEXT, ChannelFactory
 from agentmesh.v1 import bgp_pb2, peering_pb2, peering_pb2_grpc
 
 PEER_ADDRESS_KEY = "agentmesh-peer-address"
@@ -81,6 +82,22 @@ async def _connected(channel: grpc.aio.Channel) -> None:
         state = channel.get_state(try_to_connect=True)
 
 
+async def _why_unreachable(channel: grpc.aio.Channel, timeout: float) -> str:
+    """gRPC's reason for the failed connection (refused, TLS handshake failed, ...).
+
+    The connectivity state does not carry it; a call on the failed channel fails at once with it.
+    """
+    stub: Any = peering_pb2_grpc.PeeringServiceStub(channel)  # Any: the stubs describe the sync API
+    call = stub.Session()
+    try:
+        details: str | None = await asyncio.wait_for(call.details(), timeout)
+    except (TimeoutError, grpc.aio.AioRpcError):
+        details = None
+    finally:
+        call.cancel()
+    return details or "peer not reachable"
+
+
 class ClientStream:
     """The dialling end: owns its channel, one per connection attempt like a TCP connection."""
 
@@ -93,12 +110,26 @@ class ClientStream:
         self._call = call
 
     @classmethod
-    async def dial(cls, target: str, local_address: str, timeout: float) -> ClientStream:
-        """Open a Session to `target`; raises StreamRefused or TimeoutError or grpc errors."""
-        channel = grpc.aio.insecure_channel(target)
+    async def dial(
+        cls,
+        target: str,
+        local_address: str,
+        timeout: float,
+        *,
+        channels: ChannelFactory = PLAINTEXT,
+        tls_name: str | None = None,
+    ) -> ClientStream:
+        """Open a Session to `target`; raises StreamRefused or TimeoutError or ConnectionRefusedError.
+
+        With TLS `channels`, the server's certificate must match `tls_name` (default: the target's host).
+        """
+        channel = channels.channel(target, tls_name)
         try:
-            await asyncio.wait_for(_connected(channel), timeout)
             stub = peering_pb2_grpc.PeeringServiceStub(channel)
+            try:
+                await asyncio.wait_for(_connected(channel), timeout)
+            except ConnectionRefusedError:
+                raise ConnectionRefusedError(await _why_unreachable(channel, timeout)) from None
             call = stub.Session(metadata=((PEER_ADDRESS_KEY, local_address),))
             headers = await asyncio.wait_for(call.initial_metadata(), timeout)
             if not any(key == ACCEPTED_KEY for key, _ in (headers or ())):
