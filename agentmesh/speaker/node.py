@@ -1099,7 +1099,7 @@ class Node:
         """
         text = str(error) or type(error).__name__
         why = tls_failure(text) if self._tls is not None else None
-        if isinstance(error, StreamRefused):
+        if isinstance(error, StreamRefused) and error.by_peer:
             self._log.warning("dial_refused", peer=address, error=text)
         elif why is not None:
             self._log.warning("tls_handshake_failed", peer=address, why=why, error=text)

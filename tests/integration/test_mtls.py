@@ -20,6 +20,7 @@ import grpc
 import grpc.aio
 import pytest
 from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 
 from agentmesh.agents.base import AgentRequest, ChatMessage
@@ -110,6 +111,15 @@ async def test_nodes_with_certificates_of_the_mesh_ca_peer_and_forward_calls(
         await eventually(route, 10)
         served = await a.call_agent("demo.echo", ECHO, timeout=10)
         assert (served.reply.text, served.served_by) == ("echo: over TLS", "b")
+        # The health service shares the port, and so its TLS: a client with a mesh certificate asks it.
+        credentials = grpc.ssl_channel_credentials(
+            a_files.ca.read_bytes(), a_files.key.read_bytes(), a_files.cert.read_bytes()
+        )
+        options = (("grpc.ssl_target_name_override", "b.mesh.test"),)
+        async with grpc.aio.secure_channel(b.advertise_address, credentials, options) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            health = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_the_default_tls_name_is_the_host_of_the_neighbours_address(
