@@ -27,7 +27,7 @@ from agentmesh.agents.base import AgentRequest, ChatMessage
 from agentmesh.agents.demo import demo_backend
 from agentmesh.bgp.errors import ErrorCode, OpenSubcode
 from agentmesh.bgp.fsm import State
-from agentmesh.config import Config, NeighborConfig, NodeConfig, TlsConfig, split_host_port
+from agentmesh.config import Config, NeighborConfig, NodeConfig, TlsConfig, join_host_port, split_host_port
 from agentmesh.speaker.node import Node
 from agentmesh.transport.tls import TlsSetupError
 from agentmesh.v1 import peering_pb2_grpc
@@ -47,7 +47,9 @@ def issue(ca: CertificateAuthority, directory: Path, name: str) -> CertFiles:
     return ca.issue(directory / name, name, dns=[f"{name}.mesh.test"])
 
 
-def config(name: str, asn: int, files: CertFiles | None, *, require_client_cert: bool = True) -> Config:
+def config(
+    name: str, asn: int, files: CertFiles | None, *, require_client_cert: bool = True, host: str = "127.0.0.1"
+) -> Config:
     tls = None
     if files is not None:
         tls = TlsConfig(
@@ -56,7 +58,8 @@ def config(name: str, asn: int, files: CertFiles | None, *, require_client_cert:
             ca_file=str(files.ca),
             require_client_cert=require_client_cert,
         )
-    node = NodeConfig(name=name, asn=asn, router_id=f"10.0.0.{asn % 100}", listen="127.0.0.1:0")
+    listen = join_host_port(host, 0)
+    node = NodeConfig(name=name, asn=asn, router_id=f"10.0.0.{asn % 100}", listen=listen)
     return Config(node=node, timers=FAST_TIMERS, tls=tls)
 
 
@@ -122,13 +125,15 @@ async def test_nodes_with_certificates_of_the_mesh_ca_peer_and_forward_calls(
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 async def test_the_default_tls_name_is_the_host_of_the_neighbours_address(
-    ca: CertificateAuthority, tmp_path: Path
+    ca: CertificateAuthority, tmp_path: Path, host: str
 ) -> None:
     """No `tls_name`: a certificate for the dialled IP (an IP SAN) is what each side expects."""
-    a_files = ca.issue(tmp_path / "a", "a", ips=["127.0.0.1"])
-    b_files = ca.issue(tmp_path / "b", "b", ips=["127.0.0.1"])
-    async with running(config("a", 65001, a_files), config("b", 65002, b_files)) as (a, b):
+    a_files = ca.issue(tmp_path / "a", "a", ips=[host])
+    b_files = ca.issue(tmp_path / "b", "b", ips=[host])
+    configs = (config("a", 65001, a_files, host=host), config("b", 65002, b_files, host=host))
+    async with running(*configs) as (a, b):
         await a.add_neighbor(NeighborConfig(address=b.advertise_address, asn=b.asn))
         await b.add_neighbor(NeighborConfig(address=a.advertise_address, asn=a.asn))
         await established(a, b)
