@@ -259,6 +259,16 @@ async def test_without_client_certificates_the_open_is_the_only_check(
         await established(a, b)
 
 
+async def test_a_reload_reports_that_a_changed_tls_section_needs_a_restart(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    files = issue(ca, tmp_path, "a")
+    async with running(config("a", 65001, files)) as (a,):
+        changed = config("a", 65001, files, require_client_cert=False)
+        report = await a.reload(changed.model_copy(update={"node": a.config.node}))
+    assert report.restart_needed == ["tls"]
+
+
 # -- bad files -------------------------------------------------------------------------------
 
 
