@@ -8,6 +8,7 @@ A node's whole configuration is one YAML document with these sections::
     mcp:        the MCP front-end over HTTP
     admin:      the AdminService gRPC endpoint
     metrics:    the Prometheus /metrics endpoint
+    tls:        TLS and mutual TLS on the peering port and to other nodes (docs/security.md)
     policy:     routing policy: defined sets, policies, import/export assignments (docs/policy.md)
     access:     who may call what: callers at the MCP front-end, call policy at the origin
     agents:     the backends whose agents this node hosts
@@ -77,6 +78,8 @@ __all__ = [
     "NeighborConfig",
     "NodeConfig",
     "TimersConfig",
+    "TlsConfig",
+    "check_tls_name",
     "derive_asn",
     "derive_router_id",
     "int_to_router_id",
@@ -326,6 +329,30 @@ def _check_hold_time(value: int) -> int:
     return value
 
 
+def check_tls_name(value: str) -> str:
+    """Validate the identity expected of a peer's certificate; return its canonical form.
+
+    An IP address, a DNS name, or a DNS name whose leftmost label is a wildcard `*` standing for
+    exactly one label (RFC 6125 §6.4.3), followed by at least two labels so that it cannot cover a
+    whole top-level domain.
+    """
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    labels = value.split(".")
+    if "*" in value:
+        if labels[0] != "*" or "*" in ".".join(labels[1:]):
+            raise ValueError(
+                f"{value!r}: a wildcard must be the whole leftmost label, as in '*.mesh.example.com'"
+                " (RFC 6125 §6.4.3)"
+            )
+        if len(labels) < 3:
+            raise ValueError(f"{value!r}: a wildcard must be followed by at least two labels")
+        return "*." + _check_host(".".join(labels[1:]))
+    return _check_host(value)
+
+
 def _default_name() -> str:
     # Host names may contain characters a node name does not allow; keep the default
     # valid whatever the host is called.
@@ -468,6 +495,7 @@ class NeighborConfig(_Model):
     route_reflector_client: StrictBool = False
     add_paths: StrictInt = 0
     max_prefixes: MaxPrefixesConfig | None = None
+    tls_name: StrictStr | None = None
 
     @field_validator("address")
     @classmethod
@@ -490,6 +518,28 @@ class NeighborConfig(_Model):
         if not 0 <= value <= MAX_ADD_PATHS:
             raise ValueError(f"must be 0-{MAX_ADD_PATHS} paths per name, got {value}")
         return value
+
+    @field_validator("tls_name")
+    @classmethod
+    def _valid_tls_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_tls_name(value)
+
+    @model_validator(mode="after")
+    def _dialled_tls_name_is_exact(self) -> Self:
+        # A dialling client checks the server certificate against one name (RFC 6125 §6): a
+        # wildcard can only describe the certificates of callers this node accepts.
+        if self.tls_name is not None and self.tls_name.startswith("*.") and not self.passive:
+            raise _Problems(
+                [
+                    (
+                        ("tls_name",),
+                        f"{self.tls_name!r} is a wildcard, which can only check neighbours that dial this"
+                        " node: set passive: true, or give the exact name the neighbour's certificate"
+                        " carries",
+                    )
+                ]
+            )
+        return self
 
 
 class NodeConfig(_Model):
@@ -820,6 +870,27 @@ class GracefulRestartConfig(_Model):
         return _positive_seconds(value)
 
 
+class TlsConfig(_Model):
+    """TLS on the peering port and on every channel to other nodes (docs/security.md).
+
+    The files are read when the node starts (and again whenever they change on disk), not here.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cert_file: StrictStr
+    key_file: StrictStr
+    ca_file: StrictStr
+    require_client_cert: StrictBool = True
+
+    @field_validator("cert_file", "key_file", "ca_file")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be the path of a PEM file")
+        return value
+
+
 class AdminConfig(_Model):
     """The AdminService gRPC endpoint: localhost by default; anywhere else only with a token."""
 
@@ -888,6 +959,7 @@ class Config(_Model):
     forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tls: TlsConfig | None = None
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     agents: tuple[BackendConfig, ...] = ()

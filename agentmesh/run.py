@@ -38,6 +38,7 @@ from agentmesh.obs.logging import configure, get_logger
 from agentmesh.obs.metrics import MetricsServer
 from agentmesh.speaker.node import Node
 from agentmesh.transport.admin import AdminServer
+from agentmesh.transport.tls import TlsSetupError
 
 #: The demo mesh of `agentmesh up`: three nodes in three ASes peering in a line, a - b - c, each hosting
 #: one demo agent, so that a call from node-a to `demo.capitals` crosses two ASes.
@@ -76,6 +77,9 @@ def run_node_command(args: argparse.Namespace) -> int:
         return 2
     except BackendSetupError as error:
         print(f"agentmesh: cannot set up a backend: {error}", file=sys.stderr)
+        return 2
+    except TlsSetupError as error:
+        print(f"agentmesh: cannot set up TLS: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"agentmesh: {error}", file=sys.stderr)

@@ -85,6 +85,7 @@ class Forwarder:
         asn: int | None = None,
         call_policy: CallPolicy | None = None,
         chooser: PathChooser | None = None,
+        next_hops: NextHops | None = None,
     ) -> None:
         self.node_name = node_name
         self.node_id = node_id
@@ -97,7 +98,8 @@ class Forwarder:
         self._lookup = lookup
         self._observe = observe or (lambda role, result, seconds: None)
         self.hosted: dict[str, Hosted] = {}
-        self.next_hops = NextHops(node_name)
+        #: Channels to next hops; the node passes its own when it speaks TLS.
+        self.next_hops = next_hops or NextHops(node_name)
         #: Orders a name's equally good paths for each call (multipath).
         self.chooser = chooser or PathChooser()
 

@@ -55,6 +55,7 @@ from agentmesh.bgp.messages import (
     GracefulRestart,
     MultiplePaths,
     Notification,
+    Open,
     PathAttributes,
     RouteRefresh,
     Update,
@@ -90,9 +91,10 @@ from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT, Forwarder
 from agentmesh.speaker.hosting import Hosting
 from agentmesh.speaker.multipath import PathChooser, Strategy
 from agentmesh.transport import codec
-from agentmesh.transport.forwarding import ForwardingServicer, Routed, Served
+from agentmesh.transport.forwarding import ForwardingServicer, NextHops, Routed, Served
 from agentmesh.transport.server import Caller, GrpcServer
-from agentmesh.transport.streams import ClientStream, ServerStream
+from agentmesh.transport.streams import ClientStream, ServerStream, StreamRefused
+from agentmesh.transport.tls import NodeTls, channel_factory, identity_mismatch, tls_failure, tls_name_of
 
 T = TypeVar("T")
 
@@ -147,7 +149,7 @@ class PeerStatus:
 
 
 #: Config sections a running node cannot take on by reload.
-_RESTART_SECTIONS = ("node", "timers", "mcp", "admin", "metrics", "agents")
+_RESTART_SECTIONS = ("node", "timers", "mcp", "admin", "metrics", "agents", "tls")
 
 
 @dataclass(slots=True)
@@ -246,6 +248,8 @@ class Node:
         self._readiness_timer: asyncio.TimerHandle | None = None
         self.metrics = NodeMetrics()
         self._server: GrpcServer | None = None
+        #: The TLS credentials of the server and of every channel to other nodes; None: plaintext.
+        self._tls: NodeTls | None = None
         self._hostings: list[Hosting] = []
         self._rediscovery: list[asyncio.Task[None]] = []
         self.advertise_address = config.node.advertise_address
@@ -253,7 +257,12 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the gRPC server, start the owner task and enable every configured neighbour."""
+        """Bind the gRPC server, start the owner task and enable every configured neighbour.
+
+        Raises TlsSetupError, before binding anything, when the `tls` files cannot be used.
+        """
+        self._tls = NodeTls(self.config.tls, self._log) if self.config.tls is not None else None
+        channels = channel_factory(self._tls)
         self.forwarder = Forwarder(
             self.name,
             self.router_id,
@@ -262,9 +271,11 @@ class Node:
             asn=self.asn,
             call_policy=compile_call_policy(self.config.access),
             chooser=PathChooser(Strategy(self.config.forwarding.strategy)),
+            next_hops=NextHops(self.name, channels=channels, tls_name_for=self._next_hop_tls_name),
         )
         forwarding = ForwardingServicer(self.name, self.forwarder.call, self.forwarder.stream)
-        self._server = GrpcServer(self.config.node.listen, self._accept_stream, forwarding)
+        credentials = self._tls.server_credentials() if self._tls is not None else None
+        self._server = GrpcServer(self.config.node.listen, self._accept_stream, forwarding, credentials)
         port = await self._server.start()
         host, advertised_port = split_host_port(self.advertise_address)
         if advertised_port == 0:
@@ -1012,12 +1023,35 @@ class Node:
             raise PermissionError(
                 f"{claimed_address!r} is not a configured neighbour of {self.advertise_address}"
             )
+        self._check_identity(neighbor, caller)
         conn = neighbor.peer.new_connection_id()
         connection = Connection(conn, stream, self._receiver(neighbor), self._refill)
         neighbor.connections[conn] = connection
         self._log.debug("stream_offered", peer=neighbor.config.address, conn=conn)
         self._apply(neighbor, neighbor.peer.handle(Event(EventKind.STREAM_CONFIRMED, conn), self._now()))
         return connection
+
+    def _check_identity(self, neighbor: _Neighbor, caller: Caller) -> None:
+        """With mutual TLS, refuse a caller whose certificate does not name the neighbour it claims to be.
+
+        The claimed address is only call metadata; the certificate the handshake verified is what
+        proves it. Without client certificates (plaintext, or `require_client_cert: false`) there is
+        nothing to check, and the OPEN's ASN is the only test (RFC 4271 §6.2).
+        """
+        if self._tls is None or not self._tls.verifies_clients:
+            return
+        expected = tls_name_of(neighbor.config.address, neighbor.config.tls_name)
+        why = identity_mismatch(expected, caller.identities)
+        if why is not None:
+            self._log.warning(
+                "connection_refused", peer=neighbor.config.address, source=caller.source_host, why=why
+            )
+            raise PermissionError(why)
+
+    def _next_hop_tls_name(self, address: str) -> str | None:
+        """The identity a next hop's certificate must carry: its neighbour's `tls_name`, else its host."""
+        neighbor = self._neighbors.get(address)
+        return None if neighbor is None else neighbor.config.tls_name
 
     def _receiver(self, neighbor: _Neighbor) -> Callable[[int, Received], None]:
         def deliver(conn: int, received: Received) -> None:
@@ -1045,6 +1079,14 @@ class Node:
             if isinstance(received, Notification):
                 self._log_notification("notification_received", neighbor, received)
                 neighbor.last_notification = received
+            elif isinstance(received, Open) and received.asn != neighbor.config.asn:
+                # The FSM answers with NOTIFICATION 2/2 Bad Peer AS (RFC 4271 §6.2); say why here.
+                self._log.warning(
+                    "connection_refused",
+                    peer=neighbor.config.address,
+                    conn=conn,
+                    why=f"its OPEN carries AS{received.asn}, not AS{neighbor.config.asn} as configured",
+                )
             event = message_event(conn, received)
         self._apply(neighbor, neighbor.peer.handle(event, self._now()))
 
@@ -1052,14 +1094,34 @@ class Node:
         address = neighbor.config.address
         timeout = self.config.timers.connect_retry_time
         try:
-            stream = await ClientStream.dial(address, self.advertise_address, timeout)
+            stream = await ClientStream.dial(
+                address,
+                self.advertise_address,
+                timeout,
+                channels=channel_factory(self._tls),
+                tls_name=tls_name_of(address, neighbor.config.tls_name) if self._tls is not None else None,
+            )
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self._log.debug("dial_failed", peer=address, error=str(error) or type(error).__name__)
+            self._log_dial_failure(address, error)
             self._post(lambda: self._dial_done(neighbor, conn, None))
             return
         self._post(lambda: self._dial_done(neighbor, conn, stream))
+
+    def _log_dial_failure(self, address: str, error: Exception) -> None:
+        """Log why a dial failed: a warning when the neighbour or TLS refused us, as that needs an operator.
+
+        A neighbour that is down is routine (the FSM retries) and only worth a debug line.
+        """
+        text = str(error) or type(error).__name__
+        why = tls_failure(text) if self._tls is not None else None
+        if isinstance(error, StreamRefused) and error.by_peer:
+            self._log.warning("dial_refused", peer=address, error=text)
+        elif why is not None:
+            self._log.warning("tls_handshake_failed", peer=address, why=why, error=text)
+        else:
+            self._log.debug("dial_failed", peer=address, error=text)
 
     def _dial_done(self, neighbor: _Neighbor, conn: int, stream: ClientStream | None) -> None:
         dial = neighbor.dials.pop(conn, None)

@@ -6,6 +6,7 @@ only converts between `agentmesh.v1` messages and the call values of `agents.bas
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import grpc
 import grpc.aio
 
 from agentmesh.agents.base import AgentReply, AgentRequest, CallErrorCode, CallFailure, ChatMessage
+from agentmesh.transport.tls import PLAINTEXT, ChannelFactory
 from agentmesh.v1 import forwarding_pb2 as pb
 from agentmesh.v1 import forwarding_pb2_grpc
 
@@ -29,6 +31,8 @@ _CODES = {
     CallErrorCode.PERMISSION_DENIED: pb.CALL_ERROR_CODE_PERMISSION_DENIED,
 }
 _CODES_BACK = {wire: code for code, wire in _CODES.items()}
+#: Seconds a replaced next-hop channel keeps serving the calls already on it before it is closed.
+RETIRE_GRACE = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,18 +161,42 @@ class ForwardingServicer(forwarding_pb2_grpc.ForwardingServiceServicer):
 
 
 class NextHops:
-    """One channel per next hop, kept for the life of the node (DESIGN: channels pooled per next hop)."""
+    """One channel per next hop, kept for the life of the node (DESIGN: channels pooled per next hop).
 
-    def __init__(self, node_name: str) -> None:
+    With TLS, a channel is replaced once the node's credentials change on disk, so that rotated
+    certificates reach next hops too; the old channel is closed once its calls had time to finish.
+    """
+
+    def __init__(
+        self,
+        node_name: str,
+        *,
+        channels: ChannelFactory = PLAINTEXT,
+        tls_name_for: Callable[[str], str | None] = lambda address: None,
+    ) -> None:
         self._node = node_name
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._factory = channels
+        self._tls_name_for = tls_name_for
+        #: Per next hop: what its channel was made with (credentials generation, TLS name), the channel.
+        self._channels: dict[str, tuple[tuple[object, str | None], grpc.aio.Channel]] = {}
+        #: Replaced channels, each closing in its task once its calls are done (or RETIRE_GRACE passed).
+        self._retiring: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
 
     def _stub(self, address: str) -> Any:
         """The stub for a next hop (typed Any: the generated stubs describe the synchronous API)."""
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
-        return forwarding_pb2_grpc.ForwardingServiceStub(channel)
+        made_with = (self._factory.generation(), self._tls_name_for(address))
+        pooled = self._channels.get(address)
+        if pooled is None or pooled[0] != made_with:
+            if pooled is not None:
+                self._retire(pooled[1])
+            channel = self._factory.channel(address, made_with[1])
+            pooled = self._channels[address] = (made_with, channel)
+        return forwarding_pb2_grpc.ForwardingServiceStub(pooled[1])
+
+    def _retire(self, channel: grpc.aio.Channel) -> None:
+        task = asyncio.create_task(channel.close(RETIRE_GRACE))
+        self._retiring[channel] = task
+        task.add_done_callback(lambda _: self._retiring.pop(channel, None))
 
     async def call(self, address: str, call: Routed, timeout: float | None) -> Served:
         try:
@@ -211,6 +239,12 @@ class NextHops:
         )
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for _, channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        retiring = list(self._retiring.items())
+        for _, task in retiring:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in retiring), return_exceptions=True)
+        for channel, _ in retiring:
+            await channel.close()  # what the cancelled graceful close left: cancel its calls, free it

@@ -1,4 +1,7 @@
-"""The node's gRPC server: PeeringService, ForwardingService, the standard health service and reflection."""
+"""The node's gRPC server: PeeringService, ForwardingService, the standard health service and reflection.
+
+All four share one port, served in plaintext or, with server credentials, over TLS (docs/security.md).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agentmesh.transport.forwarding import ForwardingServicer
 from agentmesh.transport.streams import PEER_ADDRESS_KEY, ServerStream
+from agentmesh.transport.tls import identities
 from agentmesh.v1 import forwarding_pb2, forwarding_pb2_grpc, peering_pb2, peering_pb2_grpc
 
 #: Grace period for in-flight calls when the server stops.
@@ -72,6 +76,7 @@ class PeeringServicer(peering_pb2_grpc.PeeringServiceServicer):
         caller = Caller(
             claimed_address=claimed if isinstance(claimed, str) else None,
             source_host=source_host(context.peer()),
+            identities=identities(context.auth_context()),
         )
         stream = ServerStream(context)
         try:
@@ -90,8 +95,15 @@ class PeeringServicer(peering_pb2_grpc.PeeringServiceServicer):
 class GrpcServer:
     """A grpc.aio server with the node's services, health and reflection."""
 
-    def __init__(self, listen: str, accept: Acceptor, forwarding: ForwardingServicer) -> None:
+    def __init__(
+        self,
+        listen: str,
+        accept: Acceptor,
+        forwarding: ForwardingServicer,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self._listen = listen
+        self._credentials = credentials
         self._server = grpc.aio.server()
         self.health = health.aio.HealthServicer()
         peering_pb2_grpc.add_PeeringServiceServicer_to_server(PeeringServicer(accept), self._server)
@@ -108,7 +120,10 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Bind and start; returns the bound port (useful when the configured port is 0)."""
-        port = self._server.add_insecure_port(self._listen)
+        if self._credentials is None:
+            port = self._server.add_insecure_port(self._listen)
+        else:
+            port = self._server.add_secure_port(self._listen, self._credentials)
         if port == 0:
             raise OSError(f"cannot listen on {self._listen}")
         await self._server.start()

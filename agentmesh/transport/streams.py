@@ -3,26 +3,44 @@
 The dialling end identifies itself with the `agentmesh-peer-address` metadata; the called end
 answers with response headers carrying `agentmesh-accepted` once it has taken the stream, which is
 the moment the dialler reports Tcp_CR_Acked to its FSM (RFC 4271 §8.1.3, event 16).
+
+The dialler's channel comes from a `ChannelFactory`: plaintext, or TLS checked against the
+neighbour's `tls_name` (`agentmesh.transport.tls`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
 
+from agentmesh.transport.tls import PLAINTEXT, ChannelFactory
 from agentmesh.v1 import bgp_pb2, peering_pb2, peering_pb2_grpc
 
 PEER_ADDRESS_KEY = "agentmesh-peer-address"
 ACCEPTED_KEY = "agentmesh-accepted"
 #: How long a closing dialler waits for the called end to finish the call before cancelling it.
 CLOSE_GRACE = 1.0
+#: How long a failed dial waits for gRPC to say why it failed.
+WHY_TIMEOUT = 1.0
 
 
 class StreamRefused(Exception):
     """The called node did not take the stream (for example: not a configured neighbour)."""
+
+    def __init__(self, code: grpc.StatusCode | None, details: str) -> None:
+        super().__init__(f"{code.name if code else 'UNKNOWN'}: {details}")
+        self.code = code
+
+    @property
+    def by_peer(self) -> bool:
+        """Whether the called node itself refused, rather than the transport failing (UNAVAILABLE).
+
+        With TLS 1.3 a client certificate the server refused shows as the connection closing.
+        """
+        return self.code is not grpc.StatusCode.UNAVAILABLE
 
 
 class Stream(Protocol):
@@ -81,6 +99,23 @@ async def _connected(channel: grpc.aio.Channel) -> None:
         state = channel.get_state(try_to_connect=True)
 
 
+async def _why_unreachable(channel: grpc.aio.Channel) -> str:
+    """gRPC's reason for the failed connection (refused, TLS handshake failed, ...).
+
+    The connectivity state does not carry it; a call on the failed channel fails at once with it
+    (without wait-for-ready), so the wait is bounded only in case gRPC already started another attempt.
+    """
+    stub: Any = peering_pb2_grpc.PeeringServiceStub(channel)  # Any: the stubs describe the sync API
+    call = stub.Session()
+    try:
+        details: str | None = await asyncio.wait_for(call.details(), WHY_TIMEOUT)
+    except (TimeoutError, grpc.aio.AioRpcError):
+        details = None
+    finally:
+        call.cancel()
+    return details or "peer not reachable"
+
+
 class ClientStream:
     """The dialling end: owns its channel, one per connection attempt like a TCP connection."""
 
@@ -93,18 +128,32 @@ class ClientStream:
         self._call = call
 
     @classmethod
-    async def dial(cls, target: str, local_address: str, timeout: float) -> ClientStream:
-        """Open a Session to `target`; raises StreamRefused or TimeoutError or grpc errors."""
-        channel = grpc.aio.insecure_channel(target)
+    async def dial(
+        cls,
+        target: str,
+        local_address: str,
+        timeout: float,
+        *,
+        channels: ChannelFactory = PLAINTEXT,
+        tls_name: str | None = None,
+    ) -> ClientStream:
+        """Open a Session to `target`; raises StreamRefused or TimeoutError or ConnectionRefusedError.
+
+        With TLS `channels`, the server's certificate must match `tls_name` (default: the target's host).
+        """
+        channel = channels.channel(target, tls_name)
         try:
-            await asyncio.wait_for(_connected(channel), timeout)
             stub = peering_pb2_grpc.PeeringServiceStub(channel)
+            try:
+                await asyncio.wait_for(_connected(channel), timeout)
+            except ConnectionRefusedError:
+                raise ConnectionRefusedError(await _why_unreachable(channel)) from None
             call = stub.Session(metadata=((PEER_ADDRESS_KEY, local_address),))
             headers = await asyncio.wait_for(call.initial_metadata(), timeout)
             if not any(key == ACCEPTED_KEY for key, _ in (headers or ())):
                 code = await call.code()
                 details = await call.details()
-                raise StreamRefused(f"{code.name if code else 'UNKNOWN'}: {details}")
+                raise StreamRefused(code, details)
         except BaseException:
             await channel.close()
             raise

@@ -32,6 +32,8 @@ from agentmesh.config import (
     NeighborConfig,
     NodeConfig,
     TimersConfig,
+    TlsConfig,
+    check_tls_name,
     derive_asn,
     derive_router_id,
     int_to_router_id,
@@ -588,6 +590,61 @@ def test_non_mapping_document(data: object, kind: str) -> None:
         parse_config(data)
 
 
+# --------------------------------------------------------------------------- tls
+
+
+def test_no_tls_section_means_plaintext() -> None:
+    assert Config().tls is None
+    assert parse_config({"tls": None}).tls is None
+
+
+def test_tls_section_names_three_files_and_requires_client_certificates_by_default() -> None:
+    files = {"cert_file": "/etc/tls/tls.crt", "key_file": "/etc/tls/tls.key", "ca_file": "/etc/tls/ca.crt"}
+    tls = parse_config({"tls": files}).tls
+    assert tls == TlsConfig(**files, require_client_cert=True)
+    with pytest.raises(ConfigError) as missing:
+        parse_config({"tls": {"cert_file": "/etc/tls/tls.crt", "key_file": " "}})
+    assert str(missing.value).splitlines() == [
+        "<config>: tls.key_file: must be the path of a PEM file",
+        "<config>: tls.ca_file: required key is missing",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("Agentmesh-RR.agentmesh.svc.cluster.local", "agentmesh-rr.agentmesh.svc.cluster.local"),
+        ("*.agentmesh-client.agentmesh.svc", "*.agentmesh-client.agentmesh.svc"),
+        ("10.0.0.1", "10.0.0.1"),
+        ("0:0::1", "::1"),
+    ],
+)
+def test_tls_name_is_a_name_an_address_or_a_leftmost_wildcard(given: str, canonical: str) -> None:
+    assert check_tls_name(given) == canonical
+    config = parse_config(with_neighbors(neighbor(tls_name=given, passive=True)))
+    assert config.neighbors[0].tls_name == canonical
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("a.*.mesh.test", "a wildcard must be the whole leftmost label"),
+        ("node*.mesh.test", "a wildcard must be the whole leftmost label"),
+        ("*.test", "a wildcard must be followed by at least two labels"),
+        ("no spaces.test", "is not a valid host name"),
+        ("10.0.0", "is not a valid IPv4 address"),
+    ],
+)
+def test_bad_tls_names_are_refused(given: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"neighbors\[0\]\.tls_name: .*{message}"):
+        parse_config(with_neighbors(neighbor(tls_name=given, passive=True)))
+
+
+def test_a_wildcard_tls_name_needs_a_passive_neighbour() -> None:
+    with pytest.raises(ConfigError, match=r"neighbors\[0\]\.tls_name: .* set passive: true"):
+        parse_config(with_neighbors(neighbor(tls_name="*.mesh.example.com")))
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -793,6 +850,7 @@ def test_model_keys_helper_sees_every_model() -> None:
         BackendConfig,
         HealthConfig,
         LocalFunctionConfig,
+        TlsConfig,
     )
     outside_sections = {k for k in keys if _owning_doc(k) is None}
     assert len(outside_sections) == sum(len(m.model_fields) for m in models)
