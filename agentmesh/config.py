@@ -29,6 +29,9 @@ Design choices worth knowing:
   such as ``neighbors[1].asn``.
 * Addresses are stored canonically (lower-case host names, compressed IPv6 in
   brackets), so other modules may compare them as strings.
+* A file's string values may refer to the environment: ``${VAR}``, ``${VAR:-default}``,
+  and ``$$`` for a literal ``$`` (``config_base.expand_environment``), expanded before
+  validation; an unset variable without a default is a located problem like any other.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import re
 import socket
 import typing
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -62,6 +65,7 @@ from agentmesh.access_config import AccessConfig
 from agentmesh.agents.health import HealthSettings, HealthSettingsError
 from agentmesh.config_base import ConfigModel as _Model
 from agentmesh.config_base import Problems as _Problems
+from agentmesh.config_base import expand_environment
 from agentmesh.policy_config import PolicyAssignment, PolicyConfig
 from agentmesh.rib import names
 from agentmesh.rib.damping import DampingSettings
@@ -1259,13 +1263,22 @@ def _base60_communities(root: yaml.Node) -> list[ConfigProblem]:
     return problems
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, parse and validate a YAML configuration file; raise ConfigError on any problem."""
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate a YAML configuration file; raise ConfigError on any problem.
+
+    `${VAR}` references in its string values are expanded from `environ` (default: this process's
+    environment) before validation.
+    """
     source, root, data = _read_yaml(path)
 
     def line_of(loc: tuple[str | int, ...]) -> int | None:
         return None if root is None else _yaml_line(root, loc)
 
+    data, unset = expand_environment(data, os.environ if environ is None else environ)
+    if unset:
+        raise ConfigError(
+            source, [ConfigProblem(_format_location(loc), message, line_of(loc)) for loc, message in unset]
+        )
     return _parse(data, source, line_of)
 
 
