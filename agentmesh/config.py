@@ -4,7 +4,8 @@ A node's whole configuration is one YAML document with these sections::
 
     node:       who this node is (name, ASN, router id) and where it listens
     timers:     BGP session timers (RFC 4271 §4.2, §10) and the readiness timeout
-    neighbors:  the peers this node sessions with
+    neighbors:  the peers this node sessions with (by address, or by a DNS name: one session per address)
+    dynamic_neighbors: address ranges whose peers are accepted without being configured one by one
     mcp:        the MCP front-end over HTTP
     admin:      the AdminService gRPC endpoint
     metrics:    the Prometheus /metrics endpoint
@@ -30,6 +31,9 @@ Design choices worth knowing:
   such as ``neighbors[1].asn``.
 * Addresses are stored canonically (lower-case host names, compressed IPv6 in
   brackets), so other modules may compare them as strings.
+* A file's string values may refer to the environment: ``${VAR}``, ``${VAR:-default}``,
+  and ``$$`` for a literal ``$`` (``config_base.expand_environment``), expanded before
+  validation; an unset variable without a default is a located problem like any other.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import re
 import socket
 import typing
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -63,6 +67,7 @@ from agentmesh.access_config import AccessConfig
 from agentmesh.agents.health import HealthSettings, HealthSettingsError
 from agentmesh.config_base import ConfigModel as _Model
 from agentmesh.config_base import Problems as _Problems
+from agentmesh.config_base import expand_environment
 from agentmesh.policy_config import PolicyAssignment, PolicyConfig
 from agentmesh.rib import names
 from agentmesh.rib.damping import DampingSettings
@@ -74,6 +79,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigProblem",
+    "DynamicNeighborConfig",
     "MetricsConfig",
     "NeighborConfig",
     "NodeConfig",
@@ -277,6 +283,14 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_wildcard(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_unspecified
@@ -305,6 +319,12 @@ def _check_asn(asn: int) -> int:
     if reason is not None:
         raise ValueError(f"{reason}; {_PRIVATE_ASN_HINT}")
     return asn
+
+
+def _check_add_paths(value: int) -> int:
+    if not 0 <= value <= MAX_ADD_PATHS:
+        raise ValueError(f"must be 0-{MAX_ADD_PATHS} paths per name, got {value}")
+    return value
 
 
 def _positive_seconds(value: float) -> float:
@@ -391,6 +411,8 @@ class TimersConfig(_Model):
     connect_retry_initial: StrictFloat = Field(default=1.0, allow_inf_nan=False)
     min_advertisement_interval: StrictFloat = Field(default=0.1, allow_inf_nan=False)
     readiness_timeout: StrictFloat = Field(default=30.0, allow_inf_nan=False)
+    #: Seconds between DNS resolutions of the neighbours given by name.
+    resolve_interval: StrictFloat = Field(default=30.0, allow_inf_nan=False)
 
     @field_validator("min_advertisement_interval")
     @classmethod
@@ -404,7 +426,7 @@ class TimersConfig(_Model):
     def _valid_hold_time(cls, value: int) -> int:
         return _check_hold_time(value)
 
-    @field_validator("connect_retry_time", "connect_retry_initial", "readiness_timeout")
+    @field_validator("connect_retry_time", "connect_retry_initial", "readiness_timeout", "resolve_interval")
     @classmethod
     def _positive(cls, value: float) -> float:
         return _positive_seconds(value)
@@ -502,6 +524,12 @@ class NeighborConfig(_Model):
     def _valid_address(cls, value: str) -> str:
         return _canonical_address(value, allow_port_zero=False, allow_wildcard=False)
 
+    @property
+    def dns_name(self) -> str | None:
+        """The host of `address` when it is a DNS name (resolved to one session per address), else None."""
+        host = split_host_port(self.address)[0]
+        return None if _is_ip_address(host) else host
+
     @field_validator("asn")
     @classmethod
     def _valid_asn(cls, value: int) -> int:
@@ -515,9 +543,7 @@ class NeighborConfig(_Model):
     @field_validator("add_paths")
     @classmethod
     def _valid_add_paths(cls, value: int) -> int:
-        if not 0 <= value <= MAX_ADD_PATHS:
-            raise ValueError(f"must be 0-{MAX_ADD_PATHS} paths per name, got {value}")
-        return value
+        return _check_add_paths(value)
 
     @field_validator("tls_name")
     @classmethod
@@ -540,6 +566,76 @@ class NeighborConfig(_Model):
                 ]
             )
         return self
+
+
+class DynamicNeighborConfig(_Model):
+    """A range of addresses whose peers are accepted as passive neighbours when they dial in.
+
+    A Session whose claimed address is no configured neighbour is matched by the IP address its
+    connection comes from against each range in order; the first range that contains it decides.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: StrictStr
+    asn: StrictInt
+    description: StrictStr = ""
+    hold_time: StrictInt | None = None
+    import_policy: PolicyAssignment | None = None
+    export_policy: PolicyAssignment | None = None
+    route_reflector_client: StrictBool = False
+    add_paths: StrictInt = 0
+    max_prefixes: MaxPrefixesConfig | None = None
+    tls_name: StrictStr | None = None
+    #: The most neighbours accepted from this range at once.
+    limit: StrictInt = 100
+
+    @field_validator("prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_network(value))
+        except ValueError:
+            pass
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an address range: write an IPv4 or IPv6 prefix such as 10.0.0.0/8"
+                " or fd00::/8"
+            ) from None
+        raise ValueError(f"{value!r} has bits set after the prefix length; did you mean {loose}?")
+
+    @field_validator("asn")
+    @classmethod
+    def _valid_asn(cls, value: int) -> int:
+        return _check_asn(value)
+
+    @field_validator("hold_time")
+    @classmethod
+    def _valid_hold_time(cls, value: int | None) -> int | None:
+        return None if value is None else _check_hold_time(value)
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limit(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("add_paths")
+    @classmethod
+    def _valid_add_paths(cls, value: int) -> int:
+        return _check_add_paths(value)
+
+    @field_validator("tls_name")
+    @classmethod
+    def _valid_tls_name(cls, value: str | None) -> str | None:
+        # Peers of a range only dial in, so a wildcard is always usable here.
+        return None if value is None else check_tls_name(value)
+
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.prefix)
 
 
 class NodeConfig(_Model):
@@ -953,6 +1049,7 @@ class Config(_Model):
     node: NodeConfig = Field(default_factory=NodeConfig)
     timers: TimersConfig = Field(default_factory=TimersConfig)
     neighbors: tuple[NeighborConfig, ...] = ()
+    dynamic_neighbors: tuple[DynamicNeighborConfig, ...] = ()
     mcp: McpConfig = Field(default_factory=McpConfig)
     graceful_restart: GracefulRestartConfig = Field(default_factory=GracefulRestartConfig)
     damping: DampingConfig = Field(default_factory=DampingConfig)
@@ -972,7 +1069,6 @@ class Config(_Model):
         if listen_port != 0 and not _is_wildcard(listen_host):
             own.setdefault(self.node.listen, "listen")
         seen: dict[str, int] = {}
-        keepalive = self.timers.keepalive_time
         for index, neighbor in enumerate(self.neighbors):
             # Addresses are canonical after field validation, so equal text means
             # the same endpoint.
@@ -994,32 +1090,42 @@ class Config(_Model):
                 )
             else:
                 seen[neighbor.address] = index
-            if neighbor.route_reflector_client and neighbor.asn != self.node.asn:
-                problems.append(
-                    (
-                        ("neighbors", index, "route_reflector_client"),
-                        f"AS{neighbor.asn} is not this node's AS{self.node.asn}: only iBGP neighbours can be"
-                        " route reflector clients (RFC 4456 §2)",
-                    )
-                )
-            for key in ("import_policy", "export_policy"):
-                assignment: PolicyAssignment | None = getattr(neighbor, key)
-                if assignment is not None:
-                    problems += [
-                        (("neighbors", index, key, *loc), message)
-                        for loc, message in self.policy.assignment_problems(assignment)
-                    ]
-            hold = neighbor.hold_time
-            if keepalive is not None and hold is not None and 0 < hold <= keepalive:
-                problems.append(
-                    (
-                        ("neighbors", index, "hold_time"),
-                        f"hold time {hold} must be greater than timers.keepalive_time ({keepalive})",
-                    )
-                )
+            problems += self._session_problems(("neighbors", index), neighbor)
+        for index, dynamic in enumerate(self.dynamic_neighbors):
+            problems += self._session_problems(("dynamic_neighbors", index), dynamic)
         if problems:
             raise _Problems(problems)
         return self
+
+    def _session_problems(
+        self, where: tuple[str | int, ...], peer: NeighborConfig | DynamicNeighborConfig
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """What a neighbour or a dynamic range gets wrong against the rest of the configuration."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if peer.route_reflector_client and peer.asn != self.node.asn:
+            problems.append(
+                (
+                    (*where, "route_reflector_client"),
+                    f"AS{peer.asn} is not this node's AS{self.node.asn}: only iBGP neighbours can be"
+                    " route reflector clients (RFC 4456 §2)",
+                )
+            )
+        for key in ("import_policy", "export_policy"):
+            assignment: PolicyAssignment | None = getattr(peer, key)
+            if assignment is not None:
+                problems += [
+                    ((*where, key, *loc), message)
+                    for loc, message in self.policy.assignment_problems(assignment)
+                ]
+        hold, keepalive = peer.hold_time, self.timers.keepalive_time
+        if keepalive is not None and hold is not None and 0 < hold <= keepalive:
+            problems.append(
+                (
+                    (*where, "hold_time"),
+                    f"hold time {hold} must be greater than timers.keepalive_time ({keepalive})",
+                )
+            )
+        return problems
 
     def is_internal(self, neighbor: NeighborConfig) -> bool:
         """True for an iBGP neighbour (same ASN as this node), False for eBGP."""
@@ -1341,13 +1447,22 @@ def _base60_communities(root: yaml.Node) -> list[ConfigProblem]:
     return problems
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, parse and validate a YAML configuration file; raise ConfigError on any problem."""
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate a YAML configuration file; raise ConfigError on any problem.
+
+    `${VAR}` references in its string values are expanded from `environ` (default: this process's
+    environment) before validation.
+    """
     source, root, data = _read_yaml(path)
 
     def line_of(loc: tuple[str | int, ...]) -> int | None:
         return None if root is None else _yaml_line(root, loc)
 
+    data, unset = expand_environment(data, os.environ if environ is None else environ)
+    if unset:
+        raise ConfigError(
+            source, [ConfigProblem(_format_location(loc), message, line_of(loc)) for loc, message in unset]
+        )
     return _parse(data, source, line_of)
 
 

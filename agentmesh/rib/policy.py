@@ -1149,6 +1149,23 @@ class RoutingPolicy:
         """The chain for routes sent to `neighbor`, or None to send them unchanged."""
         return self.neighbor_export.get(neighbor, self.global_export)
 
+    def with_neighbor(
+        self, neighbor: str, import_chain: PolicyChain | None, export_chain: PolicyChain | None
+    ) -> RoutingPolicy:
+        """A copy in which `neighbor` has these chains of its own (None: it follows the global one)."""
+        imports = {key: chain for key, chain in self.neighbor_import.items() if key != neighbor}
+        exports = {key: chain for key, chain in self.neighbor_export.items() if key != neighbor}
+        if import_chain is not None:
+            imports[neighbor] = import_chain
+        if export_chain is not None:
+            exports[neighbor] = export_chain
+        return RoutingPolicy(
+            global_import=self.global_import,
+            global_export=self.global_export,
+            neighbor_import=imports,
+            neighbor_export=exports,
+        )
+
     def __repr__(self) -> str:
         return (
             f"RoutingPolicy(global_import={self.global_import!r}, global_export={self.global_export!r},"

@@ -72,10 +72,10 @@ from agentmesh.config import (
 )
 from agentmesh.obs.logging import get_logger
 from agentmesh.obs.metrics import NodeMetrics
-from agentmesh.policy_config import PolicyConfig, build_routing_policy
+from agentmesh.policy_config import PolicyAssignment, PolicyConfig, build_routing_policy
 from agentmesh.rib.damping import Damping
 from agentmesh.rib.decision import Decision, Path
-from agentmesh.rib.policy import RoutingPolicy, Verdict
+from agentmesh.rib.policy import PolicyChain, RoutingPolicy, Verdict
 from agentmesh.rib.resolve import glob_matches
 from agentmesh.rib.rib import Rib, RibCounts
 from agentmesh.speaker.connection import Connection, Received
@@ -90,6 +90,15 @@ from agentmesh.speaker.events import (
 from agentmesh.speaker.forwarder import DEFAULT_HOP_LIMIT, Forwarder
 from agentmesh.speaker.hosting import Hosting
 from agentmesh.speaker.multipath import PathChooser, Strategy
+from agentmesh.speaker.neighbors import (
+    NeighborGroup,
+    Resolver,
+    derived_neighbor,
+    dynamic_neighbor,
+    matching_range,
+    resolve,
+    session_addresses,
+)
 from agentmesh.transport import codec
 from agentmesh.transport.forwarding import ForwardingServicer, NextHops, Routed, Served
 from agentmesh.transport.server import Caller, GrpcServer
@@ -109,6 +118,8 @@ NAMES_PER_STEP = 50_000
 ORIGINATION_SLICE = 20_000
 #: Names listed in one log line about dropped routes.
 LOGGED_NAMES = 5
+#: The longest one DNS resolution of a neighbour given by name may take before it counts as failed.
+RESOLVE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +233,18 @@ class _Neighbor:
     peer_restart_time: int | None = None
     #: Sweeps the peer's stale routes if it does not come back (or send End-of-RIB) in time.
     stale_timer: asyncio.TimerHandle | None = None
+    #: The address (`name:port`) of the `neighbors` entry this session's address was resolved from.
+    group: str | None = None
+    #: The `dynamic_neighbors` prefix a dynamic neighbour was accepted from; None for a configured one.
+    dynamic: str | None = None
 
 
 class Node:
     """An agentmesh node: BGP speaker, gRPC server and the owner of all routing state."""
 
-    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: Config, *, rng: random.Random | None = None, resolver: Resolver | None = None
+    ) -> None:
         self.config = config
         self.name = config.node.name
         self.asn = config.node.asn
@@ -235,6 +252,10 @@ class Node:
         self._rng = rng or random.Random()
         self._log = get_logger(node=self.name)
         self._neighbors: dict[str, _Neighbor] = {}
+        #: Neighbours given by DNS name, by their configured `name:port`; their sessions are in `_neighbors`.
+        self._groups: dict[str, NeighborGroup] = {}
+        self._resolver = resolver or resolve
+        self._resolving: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
         self._owner: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -281,6 +302,10 @@ class Node:
         if advertised_port == 0:
             self.advertise_address = join_host_port(host, port)
         self.listen_address = join_host_port(split_host_port(self.config.node.listen)[0], port)
+        named = [n for n in self.config.neighbors if n.dns_name is not None]
+        first = dict(
+            zip([n.address for n in named], await asyncio.gather(*map(self._lookup, named)), strict=True)
+        )
         self.rib = Rib(
             self.asn,
             router_id_to_int(self.router_id),
@@ -291,13 +316,14 @@ class Node:
         )
         self.policy = self.config.policy
         self.rib.set_policy(self._routing_policy(self.policy, list(self.config.neighbors)))
-        # A (re)starting node with graceful restart sends End-of-RIB only once it has its peers'
-        # tables (or the readiness timeout passed), so that peers sweep only what is really gone.
-        self.rib.hold_end_of_rib = self.config.graceful_restart.enabled and bool(self.config.neighbors)
         self.started_at = self._now()
         # Readiness waits for the initial table exchange with the configured neighbours (RFC 4724 §2:
-        # End-of-RIB both ways), or for the timeout, whichever comes first.
-        self._initial_exchange = {n.address: {"received", "sent"} for n in self.config.neighbors}
+        # End-of-RIB both ways), those given by name as first resolved, or for the timeout, whichever
+        # comes first.
+        self._initial_exchange = {address: {"received", "sent"} for address in self._initial_peers(first)}
+        # A (re)starting node with graceful restart sends End-of-RIB only once it has its peers'
+        # tables (or the readiness timeout passed), so that peers sweep only what is really gone.
+        self.rib.hold_end_of_rib = self.config.graceful_restart.enabled and bool(self._initial_exchange)
         self._owner = asyncio.create_task(self._run(), name=f"agentmesh-owner-{self.name}")
         self._log.info("node_started", listen=self.listen_address, asn=self.asn, router_id=self.router_id)
         if self._initial_exchange:
@@ -307,7 +333,11 @@ class Node:
         else:
             await self.call(lambda: self._become_ready("no configured neighbours"))
         for neighbor in self.config.neighbors:
-            await self.add_neighbor(neighbor)
+            if neighbor.dns_name is None:
+                await self.add_neighbor(neighbor)
+            else:
+                await self.call(functools.partial(self._add_group, neighbor, first[neighbor.address]))
+        self._resolving = asyncio.create_task(self._resolve_forever(), name=f"agentmesh-resolver-{self.name}")
         for index, backend_config in enumerate(self.config.agents):
             backend = build_backend(index, backend_config)
             await self.host(
@@ -321,10 +351,12 @@ class Node:
         """Send every peer Cease/Administrative Shutdown (RFC 4486, RFC 8203), then stop."""
         if self._owner is None:
             return
-        for task in self._rediscovery:
+        background = [*self._rediscovery, *([self._resolving] if self._resolving else [])]
+        for task in background:
             task.cancel()
-        await asyncio.gather(*self._rediscovery, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         self._rediscovery.clear()
+        self._resolving = None
         notification = cease(CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, communication)
         await self.call(lambda: self._stop_all(notification))
         pending = [task for task in self._tasks if not task.done()]
@@ -374,16 +406,26 @@ class Node:
         return await future
 
     async def add_neighbor(self, neighbor: NeighborConfig) -> None:
-        """Configure and enable a neighbour; it takes effect at once."""
-        await self.call(lambda: self._add_neighbor(neighbor))
+        """Configure and enable a neighbour; it takes effect at once.
+
+        One given by DNS name is resolved first: it gets a session per address the name resolves to.
+        """
+        if neighbor.dns_name is None:
+            await self.call(lambda: self._add_neighbor(neighbor))
+            return
+        addresses = await self._lookup(neighbor)
+        await self.call(lambda: self._add_group(neighbor, addresses))
 
     async def remove_neighbor(self, address: str) -> None:
-        """Close the session with Cease/Peer De-configured (RFC 4486) and forget the neighbour."""
-        await self.call(lambda: self._remove_neighbor(address, cease(CeaseSubcode.PEER_DECONFIGURED)))
+        """Close the session with Cease/Peer De-configured (RFC 4486) and forget the neighbour.
+
+        For a neighbour given by name (`address` is its `name:port`), every session it resolved to.
+        """
+        await self.call(lambda: self._delete(address, cease(CeaseSubcode.PEER_DECONFIGURED)))
 
     async def update_neighbor(self, neighbor: NeighborConfig) -> bool:
-        """Change a neighbour's configuration; returns whether its session had to be restarted."""
-        return await self.call(lambda: self._update_neighbor(neighbor))
+        """Change a neighbour's configuration; returns whether its session (or one of a name's) restarted."""
+        return await self.call(lambda: self._update(neighbor))
 
     async def enable_neighbor(self, address: str) -> None:
         await self.call(lambda: self._enable(address))
@@ -485,8 +527,10 @@ class Node:
         """Apply a changed configuration file: neighbours and policy at once, without a restart.
 
         Neighbours that appeared are added and those gone are removed (Cease/Peer De-configured);
-        changed ones are updated, their session reset only if it negotiated what changed. The policy
-        is then replaced as by `set_policy`. Other sections need a restart: they are reported.
+        changed ones are updated, their session reset only if it negotiated what changed (for one
+        given by name, each of its sessions). Dynamic ranges apply to the peers accepted afterwards.
+        The policy is then replaced as by `set_policy`. Other sections need a restart: they are
+        reported.
         """
         old = {n.address: n for n in self.config.neighbors}
         new = {n.address: n for n in config.neighbors}
@@ -506,7 +550,14 @@ class Node:
         for address in report.added:
             with contextlib.suppress(PeerExists):  # added through the admin API already
                 await self.add_neighbor(new[address])
-        self.config = self.config.model_copy(update={"neighbors": config.neighbors, "policy": config.policy})
+        # Dynamic ranges apply to the peers accepted from now on; those up keep their settings.
+        self.config = self.config.model_copy(
+            update={
+                "neighbors": config.neighbors,
+                "dynamic_neighbors": config.dynamic_neighbors,
+                "policy": config.policy,
+            }
+        )
         report.reevaluated = await self.set_policy(config.policy)
         return report
 
@@ -677,6 +728,47 @@ class Node:
     async def rib_counts(self) -> RibCounts:
         return await self.call(self.rib.counts)
 
+    # -- neighbours given by DNS name: resolution, outside the owner ------------------------
+
+    async def _lookup(self, entry: NeighborConfig) -> list[str] | None:
+        """The `ip:port` addresses `entry`'s name resolves to now; None (logged) when it does not."""
+        host, port = split_host_port(entry.address)
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                endpoints = await self._resolver(host, port)
+            addresses = session_addresses(endpoints)
+        except (OSError, TimeoutError, ValueError) as error:
+            why = str(error) or type(error).__name__
+            self._log.warning("neighbor_unresolved", peer=entry.address, error=why)
+            return None
+        if not addresses:
+            self._log.warning("neighbor_unresolved", peer=entry.address, error="no addresses")
+            return None
+        return addresses
+
+    async def _resolve_forever(self) -> None:
+        """Resolve every neighbour given by name again each `timers.resolve_interval` seconds.
+
+        A failed lookup keeps the sessions the name had: a DNS outage should not take the mesh
+        down with it. Only an answer changes them.
+        """
+        while True:
+            await asyncio.sleep(self.config.timers.resolve_interval)
+            try:
+                entries = await self.call(lambda: [group.config for group in self._groups.values()])
+                found = await asyncio.gather(*map(self._lookup, entries))
+                for entry, addresses in zip(entries, found, strict=True):
+                    if addresses is not None:
+                        await self.call(functools.partial(self._resolved, entry.address, addresses))
+            except Exception:  # one bad round must not end re-resolution for good
+                self._log.exception("neighbor_resolution_failed")
+
+    def _initial_peers(self, resolved: dict[str, list[str] | None]) -> set[str]:
+        """The neighbours readiness waits for: those configured by address, and those names resolved to."""
+        peers = {n.address for n in self.config.neighbors if n.dns_name is None}
+        peers.update(address for addresses in resolved.values() for address in addresses or ())
+        return peers - {self.advertise_address}
+
     # -- the owner task --------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -756,34 +848,77 @@ class Node:
     def _neighbor(self, address: str) -> _Neighbor:
         neighbor = self._neighbors.get(address)
         if neighbor is None:
+            group = self._groups.get(address)
+            if group is not None:
+                sessions = ", ".join(sorted(group.members)) or "none yet"
+                raise UnknownPeer(
+                    f"{address} is a neighbour given by name; name one of its sessions: {sessions}"
+                )
             raise UnknownPeer(f"no neighbour {address}")
         return neighbor
 
-    def _add_neighbor(self, config: NeighborConfig, *, enable: bool = True) -> None:
-        if config.address in self._neighbors:
+    def _add_neighbor(self, config: NeighborConfig, *, enable: bool = True, group: str | None = None) -> None:
+        if config.address in self._neighbors or config.address in self._groups:
             raise PeerExists(f"neighbour {config.address} is already configured")
         if config.address == self.advertise_address:
             raise ValueError(f"neighbour {config.address} is this node's own address")
-        neighbor = _Neighbor(config, Peer(self._settings(config), self._rng))
-        self._neighbors[config.address] = neighbor
-        self.rib.add_peer(config.address, config.asn, router_id=0, rr_client=config.route_reflector_client)
-        neighbor.state_since = self._now()
-        self.metrics.state(config.address, neighbor.peer.state)
-        self._log.info("peer_added", peer=config.address, peer_asn=config.asn, passive=config.passive)
+        neighbor = _Neighbor(config, Peer(self._settings(config), self._rng), group=group)
+        self._register(neighbor)
         if enable:
             self._apply(neighbor, neighbor.peer.start(self._now()))
 
+    def _register(self, neighbor: _Neighbor) -> None:
+        config = neighbor.config
+        self._neighbors[config.address] = neighbor
+        self._set_chains(config)
+        self.rib.add_peer(config.address, config.asn, router_id=0, rr_client=config.route_reflector_client)
+        if (group := self._groups.get(neighbor.group or "")) is not None:
+            group.members.add(config.address)
+        neighbor.state_since = self._now()
+        self.metrics.state(config.address, neighbor.peer.state)
+        origin = {"resolved_from": neighbor.group} if neighbor.group else {}
+        origin |= {"dynamic": neighbor.dynamic} if neighbor.dynamic else {}
+        self._log.info(
+            "peer_added", peer=config.address, peer_asn=config.asn, passive=config.passive, **origin
+        )
+
     def _remove_neighbor(self, address: str, notification: Notification) -> None:
         neighbor = self._neighbor(address)
+        self._stop_peer(neighbor, notification)
+        del self._neighbors[address]
+        self._forget(neighbor, "peer_removed")
+
+    def _forget(self, neighbor: _Neighbor, event: str) -> None:
+        """Drop what the node keeps for a neighbour already taken out of `_neighbors`."""
+        address = neighbor.config.address
         self._cancel_restart(neighbor)
         if neighbor.stale_timer is not None:
             neighbor.stale_timer.cancel()
-        self._stop_peer(neighbor, notification)
-        del self._neighbors[address]
         self.rib.remove_peer(address)
+        self.rib.policy = self.rib.policy.with_neighbor(address, None, None)
+        if (group := self._groups.get(neighbor.group or "")) is not None:
+            group.members.discard(address)
         self._initial_done(address, "received", "sent")
         self.metrics.forget_peer(address)
-        self._log.info("peer_removed", peer=address)
+        self._log.info(event, peer=address)
+
+    def _set_chains(self, config: NeighborConfig) -> None:
+        """Give a neighbour its own import and export chains, if it has any, before it has routes.
+
+        The routes held need no new evaluation (`Rib.set_policy`): the neighbour has none yet. An
+        assignment naming a policy the current section lacks is left to the `set_policy` a reload
+        makes right after adding the neighbours it brings (it may bring the policy too).
+        """
+        address, current = config.address, self.rib.policy
+        chains: tuple[PolicyChain | None, PolicyChain | None] = (None, None)
+        if config.import_policy is not None or config.export_policy is not None:
+            with contextlib.suppress(ValueError):
+                own = build_routing_policy(
+                    self.policy, {address: (config.import_policy, config.export_policy)}
+                )
+                chains = (own.import_chain(address), own.export_chain(address))
+        if chains != (None, None) or address in current.neighbor_import or address in current.neighbor_export:
+            self.rib.policy = current.with_neighbor(address, *chains)
 
     def _update_neighbor(self, config: NeighborConfig) -> bool:
         neighbor = self._neighbor(config.address)
@@ -794,8 +929,70 @@ class Node:
             return False
         enabled = neighbor.peer.enabled
         self._remove_neighbor(config.address, cease(CeaseSubcode.OTHER_CONFIGURATION_CHANGE))
-        self._add_neighbor(config, enable=enabled)
+        self._add_neighbor(config, enable=enabled, group=neighbor.group)
         return True
+
+    # Neighbours given by DNS name (NeighborGroup) and dynamic neighbours: see speaker/neighbors.py.
+    # Configuration commands (add, delete, update) take the entry's `name:port` and act on all its
+    # sessions; session commands (enable, disable, reset, tables) take one session's `ip:port`.
+
+    def _add_group(self, config: NeighborConfig, addresses: list[str] | None) -> None:
+        if config.address in self._groups or config.address in self._neighbors:
+            raise PeerExists(f"neighbour {config.address} is already configured")
+        self._groups[config.address] = NeighborGroup(config)
+        self._log.info("peer_group_added", peer=config.address, peer_asn=config.asn)
+        if addresses is not None:
+            self._resolved(config.address, addresses)
+
+    def _resolved(self, name: str, addresses: list[str]) -> None:
+        """Make a name's sessions those of the addresses it resolves to now."""
+        group = self._groups.get(name)
+        if group is None:
+            return  # deleted while it was being resolved
+        # A StatefulSet pod resolving its own headless Service finds itself among its peers.
+        wanted = set(addresses) - {self.advertise_address}
+        for gone in sorted(group.members - wanted):
+            self._log.info("resolved_address_gone", peer=gone, name=name)
+            self._remove_neighbor(gone, cease(CeaseSubcode.PEER_DECONFIGURED))
+        for new in sorted(wanted - group.members):
+            if new in self._neighbors:
+                # Configured by address too, or resolved from another name first: that one keeps it.
+                self._log.debug("resolved_address_taken", peer=new, name=name)
+                continue
+            self._add_neighbor(derived_neighbor(group.config, new), group=name)
+
+    def _delete(self, address: str, notification: Notification) -> None:
+        group = self._groups.pop(address, None)
+        if group is not None:
+            for member in sorted(group.members):
+                self._remove_neighbor(member, notification)
+            self._log.info("peer_group_removed", peer=address)
+            return
+        neighbor = self._neighbor(address)
+        if neighbor.group is not None:
+            raise PreconditionFailed(
+                f"{address} is an address {neighbor.group} resolves to: delete {neighbor.group} instead"
+            )
+        self._remove_neighbor(address, notification)
+
+    def _update(self, config: NeighborConfig) -> bool:
+        group = self._groups.get(config.address)
+        if group is not None:
+            group.config = config
+            resets = [self._update_neighbor(derived_neighbor(config, m)) for m in sorted(group.members)]
+            return any(resets)
+        neighbor = self._neighbor(config.address)
+        if neighbor.group is not None:
+            raise PreconditionFailed(
+                f"{config.address} is an address {neighbor.group} resolves to:"
+                f" update {neighbor.group} instead"
+            )
+        if neighbor.dynamic is not None:
+            raise PreconditionFailed(
+                f"{config.address} is a dynamic neighbour (from {neighbor.dynamic}):"
+                " its settings come from dynamic_neighbors"
+            )
+        return self._update_neighbor(config)
 
     def _enable(self, address: str) -> None:
         neighbor = self._neighbor(address)
@@ -893,11 +1090,31 @@ class Node:
         return build_routing_policy(policy, assignments)
 
     def _set_policy(self, policy: PolicyConfig) -> int:
+        self._check_templates(policy)
         built = self._routing_policy(policy, [n.config for n in self._neighbors.values()])
         self.policy = policy
         counts = self.rib.set_policy(built)
         self._log.info("policy_changed", reevaluated=counts)
         return counts
+
+    def _check_templates(self, policy: PolicyConfig) -> None:
+        """Raise ValueError if a name's entry or a dynamic range assigns a policy `policy` lacks.
+
+        Their sessions are made later, each with the policy current then, so a policy they need must
+        not go away (the configuration's own validation checks the same for the file).
+        """
+        templates: list[tuple[str, PolicyAssignment | None]] = []
+        for group in self._groups.values():
+            templates += [(f"neighbour {group.config.address}", group.config.import_policy)]
+            templates += [(f"neighbour {group.config.address}", group.config.export_policy)]
+        for index, entry in enumerate(self.config.dynamic_neighbors):
+            templates += [
+                (f"dynamic_neighbors[{index}]", a) for a in (entry.import_policy, entry.export_policy)
+            ]
+        for where, assignment in templates:
+            problems = [] if assignment is None else policy.assignment_problems(assignment)
+            if problems:
+                raise ValueError(f"{where}: {problems[0][1]}")
 
     def _become_ready(self, why: str) -> None:
         if self.ready:
@@ -1019,14 +1236,13 @@ class Node:
         claimed_address = caller.claimed_address
         neighbor = self._neighbors.get(claimed_address or "")
         if neighbor is None:
-            self._log.warning("connection_refused", peer=claimed_address, why="not a configured neighbour")
-            raise PermissionError(
-                f"{claimed_address!r} is not a configured neighbour of {self.advertise_address}"
-            )
+            neighbor = self._dynamic_neighbor(caller)  # or PermissionError
         self._check_identity(neighbor, caller)
         conn = neighbor.peer.new_connection_id()
         connection = Connection(conn, stream, self._receiver(neighbor), self._refill)
         neighbor.connections[conn] = connection
+        if self._neighbors.get(neighbor.config.address) is not neighbor:
+            self._admit(neighbor)  # a dynamic neighbour, once every check passed
         self._log.debug("stream_offered", peer=neighbor.config.address, conn=conn)
         self._apply(neighbor, neighbor.peer.handle(Event(EventKind.STREAM_CONFIRMED, conn), self._now()))
         return connection
@@ -1052,6 +1268,55 @@ class Node:
         """The identity a next hop's certificate must carry: its neighbour's `tls_name`, else its host."""
         neighbor = self._neighbors.get(address)
         return None if neighbor is None else neighbor.config.tls_name
+
+    def _dynamic_neighbor(self, caller: Caller) -> _Neighbor:
+        """A new passive neighbour for a caller in a `dynamic_neighbors` range; PermissionError if none.
+
+        The range is chosen by the IP address the connection comes from, which the caller cannot
+        choose as it chooses its claimed address; the first range holding it decides.
+        """
+        ranges = self.config.dynamic_neighbors
+        source = caller.source_host
+        if not ranges:
+            raise self._refused(caller, "not a configured neighbour")
+        if source is None:
+            raise self._refused(caller, "not a configured neighbour and its source address is unknown")
+        index = matching_range(ranges, source)
+        if index is None:
+            raise self._refused(
+                caller, f"not a configured neighbour and {source} is in no dynamic_neighbors prefix"
+            )
+        entry = ranges[index]
+        if sum(n.dynamic == entry.prefix for n in self._neighbors.values()) >= entry.limit:
+            raise self._refused(caller, f"dynamic_neighbors[{index}] is at its limit of {entry.limit}")
+        claimed = caller.claimed_address or ""
+        try:
+            config = dynamic_neighbor(entry, claimed)
+        except ValueError:
+            config = None
+        # The key must be what the peer claims on every stream, so only a canonical address will do.
+        taken = claimed == self.advertise_address or claimed in self._groups
+        if config is None or config.address != claimed or taken:
+            raise self._refused(caller, f"the claimed address {claimed!r} cannot be a neighbour's address")
+        return _Neighbor(config, Peer(self._settings(config), self._rng), dynamic=entry.prefix)
+
+    def _refused(self, caller: Caller, why: str) -> PermissionError:
+        claimed = caller.claimed_address
+        self._log.warning("connection_refused", peer=claimed, source=caller.source_host, why=why)
+        return PermissionError(f"{claimed!r} is refused by {self.advertise_address}: {why}")
+
+    def _admit(self, neighbor: _Neighbor) -> None:
+        """Register and start a dynamic neighbour; it already holds the stream it came with."""
+        self._register(neighbor)
+        self._apply(neighbor, neighbor.peer.start(self._now()))
+
+    def _retire(self, neighbor: _Neighbor) -> None:
+        """Forget a dynamic neighbour whose session is over, as BGP dynamic neighbours go with it."""
+        address = neighbor.config.address
+        idle = neighbor.peer.state in (State.IDLE, State.ACTIVE) and not neighbor.connections
+        if self._neighbors.get(address) is neighbor and idle:
+            del self._neighbors[address]
+            self._forget(neighbor, "dynamic_peer_removed")
 
     def _receiver(self, neighbor: _Neighbor) -> Callable[[int, Received], None]:
         def deliver(conn: int, received: Received) -> None:
@@ -1309,6 +1574,9 @@ class Node:
             reason=change.reason.value,
             **fields,
         )
+        if neighbor.dynamic is not None and change.new in (State.IDLE, State.ACTIVE):
+            # Later, not in the middle of the effects being applied; a new stream may come first.
+            self._post(lambda: self._retire(neighbor))
         event = PeerStateEvent(
             neighbor.config.address, change.old, change.new, change.reason, change.notification
         )

@@ -22,6 +22,7 @@ from agentmesh.config import (
     Config,
     ConfigError,
     DampingConfig,
+    DynamicNeighborConfig,
     ForwardingConfig,
     GracefulRestartConfig,
     HealthConfig,
@@ -791,7 +792,12 @@ _DOC_KEY_CELL = re.compile(r"^\|([^|\n]*`[^|\n]*)\|", re.MULTILINE)
 _BACKTICKED = re.compile(r"`([^`]+)`")
 #: Sections with a reference of their own; configuration.md documents only their top-level key.
 _SECTION_DOCS = {"policy.": "policy.md", "access.": "access-control.md"}
-_SECTION_KEYS = ("neighbors[].import_policy.", "neighbors[].export_policy.")
+_SECTION_KEYS = (
+    "neighbors[].import_policy.",
+    "neighbors[].export_policy.",
+    "dynamic_neighbors[].import_policy.",
+    "dynamic_neighbors[].export_policy.",
+)
 
 
 def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
@@ -840,10 +846,12 @@ def test_model_keys_helper_sees_every_model() -> None:
         NodeConfig,
         TimersConfig,
         NeighborConfig,
+        DynamicNeighborConfig,
         McpConfig,
         AdminConfig,
         MetricsConfig,
         MaxPrefixesConfig,
+        MaxPrefixesConfig,  # twice: under neighbors[] and under dynamic_neighbors[]
         GracefulRestartConfig,
         DampingConfig,
         ForwardingConfig,

@@ -1,0 +1,99 @@
+"""Neighbours that are not configured one address at a time: by DNS name, and dynamic ranges.
+
+A `neighbors` entry whose host is a DNS name stands for every address the name resolves to (a
+headless Kubernetes Service, say): the node resolves it at start and every `timers.resolve_interval`
+seconds, outside its owner task, and keeps one session per resolved `ip:port`, each a *derived*
+neighbour with the entry's settings. The entry itself is a `NeighborGroup`; its sessions are keyed
+by their addresses like any other neighbour, so inbound matching by claimed address, the RIB, the
+metrics and the admin API see ordinary neighbours.
+
+A `dynamic_neighbors` range accepts peers nobody configured: a Session whose claimed address is
+no neighbour is matched by the IP address its connection comes from, and the first range holding
+it makes a passive neighbour with the range's settings, which lasts as long as its session.
+
+The functions here are pure; `Node` calls them from its owner task (and `resolve` from a task of
+its own, since a DNS lookup may take seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from agentmesh.config import DynamicNeighborConfig, NeighborConfig, join_host_port
+
+#: An address a name resolved to: (IP address, port).
+Endpoint = tuple[str, int]
+#: Resolves a host name and port to endpoints; raises OSError (socket.gaierror) when it cannot.
+Resolver = Callable[[str, int], Awaitable[Sequence[Endpoint]]]
+
+
+async def resolve(host: str, port: int) -> list[Endpoint]:
+    """The system resolver (getaddrinfo, in the loop's executor): every IPv4 and IPv6 address of `host`."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [(str(info[4][0]), port) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+
+
+def session_addresses(endpoints: Iterable[Endpoint]) -> list[str]:
+    """Endpoints as canonical, distinct, sorted `ip:port` neighbour addresses; ValueError for a non-IP."""
+    addresses = {join_host_port(str(ipaddress.ip_address(host)), port) for host, port in endpoints}
+    return sorted(addresses)
+
+
+@dataclass(slots=True)
+class NeighborGroup:
+    """A `neighbors` entry given by DNS name, and the addresses it has sessions with now."""
+
+    config: NeighborConfig
+    members: set[str] = field(default_factory=set)
+
+
+def derived_neighbor(entry: NeighborConfig, address: str) -> NeighborConfig:
+    """The neighbour at one address `entry`'s name resolved to: the entry's settings at that address.
+
+    The certificate it must present names the DNS name unless the entry says otherwise, since that
+    name, not the address, is what the operator configured.
+    """
+    where = f"resolved from {entry.address}"
+    return entry.model_copy(
+        update={
+            "address": address,
+            "description": f"{entry.description} ({where})" if entry.description else where,
+            "tls_name": entry.tls_name if entry.tls_name is not None else entry.dns_name,
+        }
+    )
+
+
+def dynamic_neighbor(entry: DynamicNeighborConfig, address: str) -> NeighborConfig:
+    """A passive neighbour at `address` (what the peer claims) with a dynamic range's settings.
+
+    Raises ValueError (a pydantic ValidationError) when `address` is not a dialable `host:port`.
+    """
+    where = f"dynamic, {entry.prefix}"
+    return NeighborConfig(
+        address=address,
+        asn=entry.asn,
+        description=f"{entry.description} ({where})" if entry.description else where,
+        passive=True,
+        hold_time=entry.hold_time,
+        import_policy=entry.import_policy,
+        export_policy=entry.export_policy,
+        route_reflector_client=entry.route_reflector_client,
+        add_paths=entry.add_paths,
+        max_prefixes=entry.max_prefixes,
+        tls_name=entry.tls_name,
+    )
+
+
+def matching_range(ranges: Sequence[DynamicNeighborConfig], source_host: str) -> int | None:
+    """The index of the first range holding `source_host`, None when none does (or it is no IP)."""
+    try:
+        source = ipaddress.ip_address(source_host.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped is not None:
+        source = source.ipv4_mapped  # an IPv4 client of a dual-stack listener, seen as ::ffff:a.b.c.d
+    return next((index for index, entry in enumerate(ranges) if source in entry.network()), None)
