@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import sys
 import tomllib
 from importlib import metadata
 
@@ -16,17 +13,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from agentmesh.config import Config, NeighborConfig, NodeConfig, TimersConfig
+from tests.deploy.dockerfile import healthcheck_status, instruction
 from tests.deploy.manifests import REPO, node_sets, render, requires_kubectl
 from tests.support.nodes import running
 from tests.support.processes import free_port
-
-DOCKERFILE = (REPO / "Dockerfile").read_text()
-
-
-def _instruction(name: str) -> list[str]:
-    """The arguments of every NAME instruction, continuation lines joined."""
-    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
-    return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.*)$", joined, re.MULTILINE)]
 
 
 def _locked() -> dict[str, str]:
@@ -73,7 +63,7 @@ def test_the_lock_pins_every_runtime_dependency_the_image_installs() -> None:
 
 
 def test_the_dockerfile_installs_with_the_lock_and_only_wheels() -> None:
-    (install,) = [run for run in _instruction("RUN") if "pip install" in run]
+    (install,) = [run for run in instruction("RUN") if "pip install" in run]
     assert "--constraint requirements.lock" in install
     assert "--only-binary=:all:" in install
     assert "[dev]" not in install
@@ -85,7 +75,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
         if line.startswith("!"):
             allowed.add(line[1:].rstrip("/"))
     assert "*" in (REPO / ".dockerignore").read_text().splitlines()
-    for copy in _instruction("COPY"):
+    for copy in instruction("COPY"):
         if copy.startswith("--from"):
             continue
         *sources, _ = copy.split()
@@ -96,9 +86,9 @@ def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
 
 @requires_kubectl
 def test_the_statefulsets_run_the_images_command_as_its_user() -> None:
-    (entrypoint,) = _instruction("ENTRYPOINT")
-    (command,) = _instruction("CMD")
-    (user,) = _instruction("USER")
+    (entrypoint,) = instruction("ENTRYPOINT")
+    (command,) = instruction("CMD")
+    (user,) = instruction("USER")
     uid, gid = (int(part) for part in user.split(":"))
     for node_set in node_sets(render("base")):
         assert json.loads(entrypoint) == ["agentmesh"]
@@ -108,26 +98,9 @@ def test_the_statefulsets_run_the_images_command_as_its_user() -> None:
         assert security["runAsNonRoot"] is True
 
 
-def _healthcheck() -> list[str]:
-    (healthcheck,) = _instruction("HEALTHCHECK")
-    argv = json.loads(healthcheck[healthcheck.index("CMD") + len("CMD") :])
-    assert argv[0] == "python"
-    return [sys.executable, *argv[1:]]
-
-
-async def _healthcheck_status(address: str) -> int:
-    process = await asyncio.create_subprocess_exec(
-        *_healthcheck(),
-        env={**os.environ, "AGENTMESH_HEALTH_ADDRESS": address},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    return await process.wait()
-
-
 async def _status_becomes(address: str, status: int, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
-        while await _healthcheck_status(address) != status:
+        while await healthcheck_status(address) != status:
             await asyncio.sleep(0.2)
 
 
@@ -147,17 +120,17 @@ async def test_the_healthcheck_fails_while_the_node_is_not_ready() -> None:
         neighbors=[NeighborConfig(address=silent, asn=65001)],
     )
     async with running(config) as (node,):
-        assert await _healthcheck_status(node.advertise_address) == 1
+        assert await healthcheck_status(node.advertise_address) == 1
 
 
 async def test_the_healthcheck_fails_when_nothing_listens() -> None:
-    assert await _healthcheck_status(f"127.0.0.1:{free_port()}") == 1
+    assert await healthcheck_status(f"127.0.0.1:{free_port()}") == 1
 
 
 @pytest.mark.parametrize("kustomization", ["base"])
 @requires_kubectl
 def test_the_image_exposes_the_ports_the_pods_name(kustomization: str) -> None:
-    (exposed,) = _instruction("EXPOSE")
+    (exposed,) = instruction("EXPOSE")
     for node_set in node_sets(render(kustomization)):
         ports = {p["containerPort"] for p in node_set.container["ports"]}
         assert ports == {int(port) for port in exposed.split()}
