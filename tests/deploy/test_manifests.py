@@ -121,11 +121,13 @@ def test_the_config_is_mounted_where_the_command_reads_it(kustomization: str) ->
         assert "command" not in node_set.container  # the image's entry point, agentmesh
         assert args[args.index("--config") + 1] == "/etc/agentmesh/node.yaml"
         config = node_set.raw_config
-        assert config["node"]["advertise_address"] == "${POD_IP}:7000"
-        assert {
-            "name": "POD_IP",
-            "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
-        } in node_set.container["env"]
+        service = node_set.statefulset["spec"]["serviceName"]
+        pod_dns = "${POD_NAME}." + f"{service}.{node_set.namespace}.svc.cluster.local:7000"
+        assert config["node"]["advertise_address"] in ("${POD_IP}:7000", pod_dns)
+        for variable, field in (("POD_IP", "status.podIP"), ("POD_NAME", "metadata.name")):
+            assert {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": field}}} in node_set.container[
+                "env"
+            ]
         assert "admin" not in config, "the admin API stays at its loopback default"
 
 
@@ -223,7 +225,11 @@ def test_tls_names_are_in_the_certificates_of_the_peers(kustomization: str) -> N
         service = f"{node_set.statefulset['spec']['serviceName']}.{node_set.namespace}.{CLUSTER_DOMAIN}"
         assert set(own) == {service, f"*.{service}"}
         assert node_set.environment()["AGENTMESH_PROBE_TLS_NAME"] in own
-        for neighbour in config["neighbors"]:
+        # Calls are forwarded to a node's advertise address (the NEXT_HOP of its agents) and checked
+        # against it: the node's certificate must name it, which a pod IP it cannot know could not.
+        advertised = split_host_port(config["node"]["advertise_address"])[0]
+        assert any(fnmatch.fnmatchcase(advertised, name) for name in own), (advertised, own)
+        for neighbour in config.get("neighbors", []):
             peer = _node_set_behind(objects, split_host_port(neighbour["address"])[0])
             assert neighbour["tls_name"] in _certificate_for(objects, peer)["spec"]["dnsNames"]
         for dynamic in config.get("dynamic_neighbors", []):
