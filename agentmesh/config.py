@@ -413,11 +413,13 @@ class TimersConfig(_Model):
     readiness_timeout: StrictFloat = Field(default=30.0, allow_inf_nan=False)
     #: Seconds between DNS resolutions of the neighbours given by name.
     resolve_interval: StrictFloat = Field(default=30.0, allow_inf_nan=False)
+    #: Seconds calls in flight get to finish when the node stops, after its peers were sent Cease.
+    drain_time: StrictFloat | None = Field(default=None, allow_inf_nan=False)
 
-    @field_validator("min_advertisement_interval")
+    @field_validator("min_advertisement_interval", "drain_time")
     @classmethod
-    def _not_negative(cls, value: float) -> float:
-        if value < 0:
+    def _not_negative(cls, value: float | None) -> float | None:
+        if value is not None and value < 0:
             raise ValueError(f"must be 0 or more seconds, got {value:g}")
         return value
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import socket
 import sys
 import time
@@ -675,6 +676,11 @@ class McpHttpServer:
         """The legacy SSE endpoint."""
         return f"http://{join_host_port(self.host, self.port)}{SSE_PATH}"
 
+    def _shutdown_grace(self) -> int:
+        """Seconds open HTTP responses get when the server stops: the node's drain time, if set."""
+        drain = self.node.config.timers.drain_time
+        return HTTP_SHUTDOWN_GRACE if drain is None else math.ceil(drain)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen on `host:port` (0: the OS chooses) and serve; returns the bound port."""
         if self._serving is not None:
@@ -727,7 +733,7 @@ class McpHttpServer:
             lifespan="off",
             log_config=None,  # uvicorn's default config would send access logs to stdout
             access_log=False,
-            timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE,
+            timeout_graceful_shutdown=self._shutdown_grace(),
         )
         self._uvicorn = EmbeddedUvicorn(config)
         self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]), name="agentmesh-mcp-http")

@@ -101,7 +101,7 @@ from agentmesh.speaker.neighbors import (
 )
 from agentmesh.transport import codec
 from agentmesh.transport.forwarding import ForwardingServicer, NextHops, Routed, Served
-from agentmesh.transport.server import Caller, GrpcServer
+from agentmesh.transport.server import STOP_GRACE, Caller, GrpcServer
 from agentmesh.transport.streams import ClientStream, ServerStream, StreamRefused
 from agentmesh.transport.tls import NodeTls, channel_factory, identity_mismatch, tls_failure, tls_name_of
 
@@ -362,6 +362,11 @@ class Node:
         pending = [task for task in self._tasks if not task.done()]
         if pending:
             await asyncio.wait(pending, timeout=SHUTDOWN_FLUSH_TIMEOUT)
+        if self._server is not None:
+            # Drain: the peers withdrew this node's routes on the Cease, so new calls go elsewhere;
+            # calls already here finish (forwarding them may still need the owner, so it runs on).
+            drain = self.config.timers.drain_time
+            await self._server.stop(STOP_GRACE if drain is None else drain)
         self._owner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._owner
@@ -373,8 +378,6 @@ class Node:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_FLUSH_TIMEOUT)
-        if self._server is not None:
-            await self._server.stop()
         await self.forwarder.close()
         closing = await asyncio.gather(*(h.backend.close() for h in self._hostings), return_exceptions=True)
         for hosting, outcome in zip(self._hostings, closing, strict=True):

@@ -137,6 +137,7 @@ class GrpcServer:
     async def set_ready(self) -> None:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Refuse new calls and give those in flight `grace` seconds to finish."""
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(STOP_GRACE)
+        await self._server.stop(grace)
