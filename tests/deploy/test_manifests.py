@@ -108,9 +108,12 @@ def test_probes_ask_the_health_service_for_readiness_and_liveness(kustomization:
 
 def test_the_grace_period_outlasts_the_nodes_shutdown(kustomization: str) -> None:
     # What SIGTERM sets off (agentmesh/run.py): the MCP server's grace, the admin server's, then Node.stop:
-    # the flush of the Cease NOTIFICATIONs, the tasks' end, the gRPC server's grace.
-    shutdown = HTTP_SHUTDOWN_GRACE + admin.STOP_GRACE + 2 * SHUTDOWN_FLUSH_TIMEOUT + server.STOP_GRACE
+    # the flush of the Cease NOTIFICATIONs, the gRPC server's grace, the tasks' end. With
+    # timers.drain_time both graces are the drain time.
     for node_set in node_sets(render(kustomization)):
+        drain = expanded_config(node_set).get("timers", {}).get("drain_time")
+        http, grpc = (HTTP_SHUTDOWN_GRACE, server.STOP_GRACE) if drain is None else (drain, drain)
+        shutdown = http + admin.STOP_GRACE + 2 * SHUTDOWN_FLUSH_TIMEOUT + grpc
         pause = node_set.container["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert node_set.pod["terminationGracePeriodSeconds"] >= pause + shutdown + 10
 

@@ -27,7 +27,15 @@ from agentmesh.agents.base import AgentRequest, ChatMessage
 from agentmesh.agents.demo import demo_backend
 from agentmesh.bgp.errors import ErrorCode, OpenSubcode
 from agentmesh.bgp.fsm import State
-from agentmesh.config import Config, NeighborConfig, NodeConfig, TlsConfig, join_host_port, split_host_port
+from agentmesh.config import (
+    Config,
+    DynamicNeighborConfig,
+    NeighborConfig,
+    NodeConfig,
+    TlsConfig,
+    join_host_port,
+    split_host_port,
+)
 from agentmesh.speaker.node import Node
 from agentmesh.transport.tls import TlsSetupError
 from agentmesh.v1 import peering_pb2_grpc
@@ -197,6 +205,32 @@ async def test_a_certificate_naming_someone_else_is_refused_both_ways(
             dialled = await logged(logs, "tls_handshake_failed", peer=b.advertise_address)
             assert dialled["why"] == "the server's certificate does not carry the expected tls_name"
             await never_established(a, b)
+
+
+async def test_a_dynamic_range_admits_only_peers_whose_certificate_it_names(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """r accepts peers from 127.0.0.0/8 whose certificate matches *.clients.mesh.test; c1 has one, c2 not."""
+    r_files = issue(ca, tmp_path, "r")
+    c1_files = ca.issue(tmp_path / "c1", "c1", dns=["c1.clients.mesh.test"])
+    c2_files = ca.issue(tmp_path / "c2", "c2", dns=["c2.others.mesh.test"])
+    dynamic = DynamicNeighborConfig(prefix="127.0.0.0/8", asn=65001, tls_name="*.clients.mesh.test")
+    r_config = config("r", 65001, r_files).model_copy(update={"dynamic_neighbors": (dynamic,)})
+    configs = [r_config, config("c1", 65001, c1_files), config("c2", 65001, c2_files)]
+    configs = [
+        c.model_copy(update={"node": c.node.model_copy(update={"router_id": f"10.0.1.{i}"})})
+        for i, c in enumerate(configs, 1)
+    ]
+    with capture_logs() as logs:
+        async with running(*configs) as (r, c1, c2):
+            for client in (c1, c2):
+                await client.add_neighbor(neighbor(r))
+            await established(c1, r)
+            refused = await logged(logs, "connection_refused", peer=c2.advertise_address)
+            assert refused["why"] == (
+                "certificate identity c2.others.mesh.test does not match tls_name '*.clients.mesh.test'"
+            )
+            assert {peer.address for peer in await r.peers()} == {c1.advertise_address}
 
 
 async def test_a_plaintext_peer_is_refused_either_way(ca: CertificateAuthority, tmp_path: Path) -> None:
