@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from agentmesh.config_base import expand_environment
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -141,26 +142,8 @@ def node_sets(objects: tuple[Obj, ...]) -> list[NodeSet]:
     return sets
 
 
-def expand(data: Any, env: dict[str, str]) -> Any:
-    """`data` with ${VAR} and ${VAR:-default} replaced in every string, as the node does; for the checks
-    that read a config's YAML itself."""
-    if isinstance(data, dict):
-        return {key: expand(value, env) for key, value in data.items()}
-    if isinstance(data, list):
-        return [expand(value, env) for value in data]
-    if not isinstance(data, str):
-        return data
-
-    def value(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(3)
-        if name in env:
-            return env[name]
-        assert default is not None, f"${{{name}}} is not in the container's environment"
-        return default
-
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", value, data)
-
-
 def expanded_config(node_set: NodeSet, ordinal: int = 0) -> Obj:
     """The node config of pod `ordinal` as YAML data, ${VAR} expanded."""
-    return dict(expand(node_set.raw_config, node_set.environment(ordinal)))
+    expanded, problems = expand_environment(node_set.raw_config, node_set.environment(ordinal))
+    assert not problems, problems  # every ${VAR} is in the container's environment
+    return dict(expanded)
