@@ -192,6 +192,9 @@ def _add_peer_commands(subparsers: Subparsers) -> None:
     add.add_argument(
         "--add-paths", type=_add_paths, default=0, metavar="N", help="send up to N paths per name (RFC 7911)"
     )
+    add.add_argument(
+        "--tls-name", default="", metavar="NAME", help="with TLS: the identity its certificate carries"
+    )
 
     update = _command(
         actions, "update", _peer_update, "change a neighbour's configuration (options not given are kept)"
@@ -212,6 +215,7 @@ def _add_peer_commands(subparsers: Subparsers) -> None:
         metavar="N",
         help="send up to N paths per name (RFC 7911); 0: the best",
     )
+    update.add_argument("--tls-name", metavar="NAME", help="with TLS: the identity its certificate carries")
 
     delete = _command(actions, "del", _peer_del, "end a neighbour's session and forget it")
     delete.add_argument("address", metavar="ADDRESS")
@@ -556,6 +560,7 @@ def _peer_add(client: AdminClient, args: argparse.Namespace) -> int:
         hold_time=args.hold_time,
         route_reflector_client=args.rr_client,
         add_paths=args.add_paths,
+        tls_name=args.tls_name,
     )
     client.add_peer(config)
     return _done(args, f"peer {args.address} added")
@@ -569,12 +574,13 @@ def _peer_update(client: AdminClient, args: argparse.Namespace) -> int:
         "hold_time": args.hold_time,
         "route_reflector_client": args.rr_client,
         "add_paths": args.add_paths,
+        "tls_name": args.tls_name,
     }
     changes = {field: value for field, value in options.items() if value is not None}
     if not changes:
         raise UsageError(
-            "nothing to change: give --asn, --description, --[no-]passive, --hold-time, --[no-]rr-client"
-            " or --add-paths"
+            "nothing to change: give --asn, --description, --[no-]passive, --hold-time, --[no-]rr-client,"
+            " --add-paths or --tls-name"
         )
     # UpdatePeer replaces the whole configuration, so start from the current one: options not given stay.
     current = [peer for peer in client.list_peers(args.address) if peer.config.address == args.address]

@@ -136,6 +136,8 @@ class PeerStatus:
     route_reflector_client: bool
     #: Paths per name configured to be sent with ADD-PATH (RFC 7911), 0 for the best only.
     add_paths: int
+    #: The certificate identity expected of it with TLS; None for the host of its address.
+    tls_name: str | None
     enabled: bool
     state: State
     peer_id: int | None
@@ -1210,6 +1212,7 @@ class Node:
             configured_hold_time=n.config.hold_time,
             route_reflector_client=n.config.route_reflector_client,
             add_paths=n.config.add_paths,
+            tls_name=n.config.tls_name,
             enabled=n.peer.enabled,
             state=n.peer.state,
             peer_id=negotiated.peer_id if negotiated else None,

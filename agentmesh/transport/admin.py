@@ -198,6 +198,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             "route_reflector_client": peer.route_reflector_client,
             "add_paths": peer.add_paths,
         }
+        if peer.tls_name:
+            fields["tls_name"] = peer.tls_name
         if peer.description:
             fields["description"] = peer.description
         if peer.hold_time:
@@ -389,6 +391,7 @@ def _peer(status: PeerStatus) -> pb.Peer:
             hold_time=status.configured_hold_time or 0,
             route_reflector_client=status.route_reflector_client,
             add_paths=status.add_paths,
+            tls_name=status.tls_name or "",
         ),
         internal=status.internal,
         enabled=status.enabled,

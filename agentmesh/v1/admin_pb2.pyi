@@ -365,6 +365,7 @@ class PeerConfig(_message.Message):
     HOLD_TIME_FIELD_NUMBER: _builtins.int
     ROUTE_REFLECTOR_CLIENT_FIELD_NUMBER: _builtins.int
     ADD_PATHS_FIELD_NUMBER: _builtins.int
+    TLS_NAME_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """host:port of the neighbour's gRPC server."""
     asn: _builtins.int
@@ -379,6 +380,10 @@ class PeerConfig(_message.Message):
     """This iBGP neighbour is a route reflector client of the node (RFC 4456)."""
     add_paths: _builtins.int
     """Paths per name sent to this neighbour with ADD-PATH (RFC 7911); 0 or 1: the best path only."""
+    tls_name: _builtins.str
+    """With TLS: the identity (certificate subjectAltName) expected of the neighbour; empty: the host of
+    its address.
+    """
     def __init__(
         self,
         *,
@@ -389,10 +394,11 @@ class PeerConfig(_message.Message):
         hold_time: _builtins.int = ...,
         route_reflector_client: _builtins.bool = ...,
         add_paths: _builtins.int = ...,
+        tls_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_paths", b"add_paths", "address", b"address", "asn", b"asn", "description", b"description", "hold_time", b"hold_time", "passive", b"passive", "route_reflector_client", b"route_reflector_client"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_paths", b"add_paths", "address", b"address", "asn", b"asn", "description", b"description", "hold_time", b"hold_time", "passive", b"passive", "route_reflector_client", b"route_reflector_client", "tls_name", b"tls_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -167,6 +167,7 @@ async def test_peers_lists_the_neighbour_and_its_session(mesh: Mesh) -> None:
         "hold_time": 0,
         "route_reflector_client": False,
         "add_paths": 0,
+        "tls_name": "",
     }
     assert peer["state"] == "SESSION_STATE_ESTABLISHED" and peer["enabled"] is True
     assert (peer["sending_paths"], peer["receiving_paths"]) == (0, False)  # neither side sends ADD-PATH
@@ -425,7 +426,19 @@ async def _steer_for_people(mesh: Mesh, ghost: str) -> None:
 
 async def _steer_as_json(mesh: Mesh, ghost: str) -> None:
     b = mesh.b.advertise_address
-    add = ("add", ghost, "--asn", "65009", "--passive", "--hold-time", "30", "--add-paths", "4")
+    add = (
+        "add",
+        ghost,
+        "--asn",
+        "65009",
+        "--passive",
+        "--hold-time",
+        "30",
+        "--add-paths",
+        "4",
+        "--tls-name",
+        "g.test",
+    )
     for args, response in [(add, {}), (("update", ghost, "--no-passive"), {"session_reset": True})]:
         await _expect_json(response, "peer", *args, admin=mesh.admin)
     for args in [("reset", ghost), ("reset", b, "--soft", "out"), ("disable", ghost)]:
@@ -433,7 +446,7 @@ async def _steer_as_json(mesh: Mesh, ghost: str) -> None:
     listed = await cli("peers", "--json", admin=mesh.admin)
     peer = next(p for p in listed.json() if p["config"]["address"] == ghost)
     assert (peer["enabled"], peer["config"]["hold_time"], peer["config"]["passive"]) == (False, 30, False)
-    assert peer["config"]["add_paths"] == 4
+    assert (peer["config"]["add_paths"], peer["config"]["tls_name"]) == (4, "g.test")
     for args in [("enable", ghost), ("del", ghost)]:
         await _expect_json({}, "peer", *args, admin=mesh.admin)
 
