@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -914,9 +914,10 @@ class Rib:
                 out.next_announcement = now + self.min_advertisement_interval
         withdrawn: tuple[list[str], list[int]] = ([], [])
         groups: dict[int, tuple[PathAttributes, list[str], list[int]]] = {}
+        exports = self._exports_by_candidates(out)
         for name in names:
             before = out.path_ids.pop(name, {})
-            after = _assign_path_ids(before, self._exports(out, name))
+            after = _assign_path_ids(before, exports(name))
             if after:
                 out.path_ids[name] = after
             for path_id in before:
@@ -940,6 +941,26 @@ class Rib:
                 for chunk, chunk_ids in _chunks_with_ids(group_names, ids)
             ]
         return updates
+
+    def _exports_by_candidates(self, out: _Outbox) -> Callable[[str], Sequence[PathAttributes]]:
+        """`_exports`, computed once for names with the same candidate paths.
+
+        Names announced together share their Path objects, and the best path and its equals follow
+        from the candidates alone, so a table's worth of names costs a few dict lookups each.
+        """
+        if out.export_per_name:
+            return lambda name: self._exports(out, name)
+        sources = list(self._adj_in.values())
+        cache: dict[tuple[Path | None, ...], list[PathAttributes]] = {}
+
+        def exports(name: str) -> list[PathAttributes]:
+            key = tuple([adj.get(name) for adj in sources])
+            found = cache.get(key)
+            if found is None:
+                found = cache[key] = self._exports(out, name)
+            return found
+
+        return exports
 
     def _exports(self, out: _Outbox, name: str) -> list[PathAttributes]:
         """What the peer is sent for `name` with ADD-PATH: the exports of its equally good paths."""
@@ -1174,13 +1195,15 @@ def _add(a: Received, b: Received) -> Received:
 
 
 def _assign_path_ids(
-    before: Mapping[int, PathAttributes], exports: list[PathAttributes]
+    before: Mapping[int, PathAttributes], exports: Sequence[PathAttributes]
 ) -> dict[int, PathAttributes]:
     """Path Identifiers for a name's exports: a path keeps its identifier, a new one takes the lowest free.
 
     Identifiers only need to be unique per name and peer (RFC 7911 §3); keeping them stable means an
     unchanged path is never re-sent and a replaced one is an implicit withdrawal of the old.
     """
+    if not before:
+        return dict(enumerate(exports, 1))
     kept = {path_id: attrs for path_id, attrs in before.items() if any(attrs is e for e in exports)}
     free = (path_id for path_id in itertools.count(1) if path_id not in kept)
     after = dict(kept)
