@@ -589,6 +589,8 @@ class Rib:
         for out in self._out.values():
             out.exports.clear()
             in_use.update(id(attrs) for attrs in set(out.advertised.values()))
+            # ADD-PATH peers: what each path id carries is compared by identity when it is sent again.
+            in_use.update(id(attrs) for paths in out.path_ids.values() for attrs in paths.values())
         self._pool.collect(in_use)
         self._collect_at = max(COLLECT_THRESHOLD, 2 * len(self._paths))
 
@@ -620,11 +622,15 @@ class Rib:
         """Settle the best path of each changed name and queue it for every established peer."""
         if not changed:
             return
+        adj_in, loc = self._adj_in, self._loc
         for name, old in changed.items():
-            if old is not None and self._loc.get(name) in (old, None):
+            # The incremental comparison in `_install` is exact only while the old best is still a
+            # candidate: once its source replaced or withdrew it (possibly in a batch over several
+            # sources, as `set_policy` and `reuse` make), only the full decision knows the best.
+            displaced = old is not None and adj_in.get(old.source.key, {}).get(name) is not old
+            if old is not None and (displaced or loc.get(name) in (old, None)):
                 self._recompute(name)
         # Names whose best path ended up as it was (a replaced best that won again) need no UPDATE.
-        loc = self._loc
         moved = {name: old for name, old in changed.items() if loc.get(name) is not old}
         self.index.update(moved, loc)
         self._note_changes(moved)

@@ -206,3 +206,13 @@ def test_through_the_reflector_the_client_has_the_multipath_set_of_a_full_mesh(
             assert target.receive(key, Update(attributes=route, announced=("a.x",)), 0.0).error is None
     relay(rib, multipath)
     assert next_hops(multipath) == next_hops(mesh)
+
+
+def test_collecting_unused_attribute_sets_keeps_what_add_path_peers_were_sent() -> None:
+    rib = reflector()
+    originate(rib, (O1, O2, O3))
+    first = {a.next_hop: path_id for (_, path_id), a in paths_sent(rib.take_updates(M, 1.0)).items() if a}
+    rib.collect()
+    rib.receive(O1, Update(withdrawn=("a.x",)), 2.0)
+    # Only O1's path id goes; the others keep theirs and are not sent again.
+    assert paths_sent(rib.take_updates(M, 2.0)) == {("a.x", first[HOPS[O1]]): None}

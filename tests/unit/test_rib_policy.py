@@ -23,7 +23,7 @@ from agentmesh.rib.policy import (
     StepOutcome,
 )
 from agentmesh.rib.rib import ChangeKind, Rib
-from tests.support.routes import E1, E2, I1, announce, announced, attrs, make_rib, withdraw, withdrawn
+from tests.support.routes import E1, E2, I1, I2, announce, announced, attrs, make_rib, withdraw, withdrawn
 
 INTERNAL = NameSet("internal", ("internal.**",))
 
@@ -157,3 +157,15 @@ def _assert_no_internal(rib: Rib) -> None:
     assert not [name for name, _ in rib.loc_rib() if name.startswith("internal.")]
     for peer in (E1, E2, I1):
         assert not [name for name, _ in rib.adj_rib_out(peer) if name.startswith("internal.")]
+
+
+def test_a_policy_that_changes_several_sources_leaves_the_real_best_path_installed() -> None:
+    # Both paths are raised to LOCAL_PREF 300 in one `set_policy` pass, I1's first: I2's path must not
+    # be compared with I1's replaced path alone (it would win), but with I1's new one (which wins).
+    rib = make_rib(peers=(I1, I2))
+    for key in (I1, I2):
+        announce(rib, key, ["b.x"], attrs(65001, next_hop=key))
+    rib.set_policy(RoutingPolicy(global_import=PREFER))
+    decision = rib.explain("b.x")
+    best = rib.best("b.x")
+    assert decision is not None and best is decision.best and best.source.key == I1
