@@ -272,6 +272,10 @@ class Damping:
             self._charge(entry, decayed, charge, now)
         return not entry.suppressed
 
+    def peers(self) -> list[str]:
+        """The sources that have history."""
+        return list(self._history)
+
     def forget_peer(self, peer: str) -> None:
         """Drop all history of a neighbour removed from the configuration.
 

@@ -226,15 +226,15 @@ class Rib:
         self._assign_chains(key)
 
     def remove_peer(self, key: str) -> None:
-        self.peer_down(key)
-        for source_key in self._source_keys(key):
-            self._stale.pop(source_key, None)
-            self._suppressed.pop(source_key, None)
-            if self.damping is not None:
-                self.damping.forget_peer(source_key)
-            del self._sources[source_key], self._adj_in[source_key], self._filtered[source_key]
-            self._import_chains.pop(source_key, None)
-        del self._out[key], self._slots[key]
+        self.peer_down(key)  # which drops its path id sources too
+        self._stale.pop(key, None)
+        self._suppressed.pop(key, None)
+        if self.damping is not None:
+            for source_key in self.damping.peers():
+                if source_key == key or source_key.startswith(f"{key}#"):  # its path ids' keys too
+                    self.damping.forget_peer(source_key)
+        del self._sources[key], self._adj_in[key], self._filtered[key], self._out[key], self._slots[key]
+        self._import_chains.pop(key, None)
 
     def peer_up(self, key: str, router_id: int, *, send_paths: int = 0, receive_paths: bool = False) -> None:
         """The session is Established: queue the whole table, then End-of-RIB (RFC 4724 §2).
@@ -272,6 +272,20 @@ class Rib:
         out.end_of_rib_pending = False
         for source_key in self._source_keys(key):
             self._source_down(source_key, keep_stale, now)
+        if not keep_stale:
+            self._drop_slots(key)
+
+    def _drop_slots(self, key: str) -> None:
+        """Forget the (flushed) path id sources of a neighbour, so the next session starts with none.
+
+        Their damping history is kept under their keys: a session that keeps dropping is damped.
+        """
+        for slot in self._slots[key].values():
+            del self._sources[slot.key], self._adj_in[slot.key], self._filtered[slot.key]
+            self._import_chains.pop(slot.key, None)
+            self._stale.pop(slot.key, None)
+            self._suppressed.pop(slot.key, None)
+        self._slots[key].clear()
 
     def _source_down(self, key: str, keep_stale: bool, now: float) -> None:
         """Flush (or keep as stale) the routes of one source of a neighbour whose session ended."""
@@ -501,8 +515,10 @@ class Rib:
         return sum(len(names) for _, names in groups.values())
 
     def suppressed(self, key: str) -> Iterator[tuple[str, PathAttributes]]:
-        """Names from `key` that damping holds back, with their attributes."""
-        return iter(self._suppressed.get(key, {}).items())
+        """Names from `key` (any of its path ids) that damping holds back, with their attributes."""
+        return itertools.chain.from_iterable(
+            self._suppressed.get(k, {}).items() for k in self._source_keys(key)
+        )
 
     def suppressed_count(self, key: str | None = None) -> int:
         """Routes damping holds back from `key`, or from every peer."""
@@ -761,13 +777,19 @@ class Rib:
         return sum(len(names) for _, names in groups.values())
 
     def explain_import(self, key: str, name: str) -> Verdict | None:
-        """How the import policy treated `name` from neighbour `key`; None without a policy or route."""
+        """How the import policy treated `name` from neighbour `key` (its first path id that has the name);
+        None without a policy or route."""
         chain = self._import_chains.get(key)
         if chain is None:
             return None
-        path = self._adj_in[key].get(name)
-        attrs = (path.received or path.attrs) if path is not None else self._filtered[key].get(name)
-        return None if attrs is None else chain.evaluate(name, attrs, self._context(self._sources[key]))
+        for source_key in self._source_keys(key):
+            path = self._adj_in[source_key].get(name)
+            attrs = (
+                (path.received or path.attrs) if path is not None else self._filtered[source_key].get(name)
+            )
+            if attrs is not None:
+                return chain.evaluate(name, attrs, self._context(self._sources[source_key]))
+        return None
 
     def explain_export(self, key: str, name: str) -> Verdict | None:
         """How the export policy towards `key` treats the current best path of `name`."""
@@ -778,8 +800,8 @@ class Rib:
         return out.export_chain.evaluate(name, best.attrs, self._context(out.source))
 
     def filtered(self, key: str) -> Iterator[tuple[str, PathAttributes]]:
-        """Names the import policy rejected from `key`, with their attributes as received."""
-        return iter(self._filtered[key].items())
+        """Names the import policy rejected from `key` (any path id), with their attributes as received."""
+        return itertools.chain.from_iterable(self._filtered[k].items() for k in self._source_keys(key))
 
     # -- local origination -----------------------------------------------------------------
 

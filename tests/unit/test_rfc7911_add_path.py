@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from agentmesh.bgp.errors import ErrorCode, UpdateSubcode
 from agentmesh.bgp.messages import PathAttributes, Update
+from agentmesh.rib.policy import Policy, PolicyChain, RouteDisposition, RoutingPolicy, Statement
 from agentmesh.rib.rib import MAX_PATH_IDS, Rib
 from tests.support.routes import ASN, ROUTER_ID, SELF, attrs
 
@@ -216,3 +217,28 @@ def test_collecting_unused_attribute_sets_keeps_what_add_path_peers_were_sent() 
     rib.receive(O1, Update(withdrawn=("a.x",)), 2.0)
     # Only O1's path id goes; the others keep theirs and are not sent again.
     assert paths_sent(rib.take_updates(M, 2.0)) == {("a.x", first[HOPS[O1]]): None}
+
+
+def test_a_new_session_starts_with_no_path_identifiers_used() -> None:
+    multipath = client()
+    for session in range(2):  # each session uses MAX_PATH_IDS identifiers of its own
+        ids = tuple(range(session * MAX_PATH_IDS + 1, (session + 1) * MAX_PATH_IDS + 1))
+        names = tuple(f"n{i}.x" for i in ids)
+        update = Update(attributes=attrs(), announced=names, announced_path_ids=ids)
+        assert multipath.receive(R, update, 0.0).error is None
+        assert multipath.received_count(R) == MAX_PATH_IDS
+        multipath.peer_down(R)
+        multipath.peer_up(R, ROUTER_ID, receive_paths=True)
+
+
+def test_routes_import_policy_rejected_under_a_path_identifier_are_listed_and_explained() -> None:
+    multipath = client()
+    reject = PolicyChain(
+        [Policy("p", [Statement("no", disposition=RouteDisposition.REJECT)])], RouteDisposition.ACCEPT
+    )
+    multipath.set_policy(RoutingPolicy(global_import=reject))
+    update = Update(attributes=attrs(), announced=("a.x",), announced_path_ids=(7,))
+    assert multipath.receive(R, update, 0.0).filtered == 1
+    assert [name for name, _ in multipath.filtered(R)] == ["a.x"] and multipath.filtered_count(R) == 1
+    verdict = multipath.explain_import(R, "a.x")
+    assert verdict is not None and not verdict.accepted
