@@ -88,12 +88,35 @@ def dynamic_neighbor(entry: DynamicNeighborConfig, address: str) -> NeighborConf
     )
 
 
-def matching_range(ranges: Sequence[DynamicNeighborConfig], source_host: str) -> int | None:
-    """The index of the first range holding `source_host`, None when none does (or it is no IP)."""
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address without its zone, IPv4-mapped IPv6 as IPv4; None if `text` is no IP address."""
     try:
-        source = ipaddress.ip_address(source_host.split("%")[0])
+        address = ipaddress.ip_address(text.split("%")[0])
     except ValueError:
         return None
-    if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped is not None:
-        source = source.ipv4_mapped  # an IPv4 client of a dual-stack listener, seen as ::ffff:a.b.c.d
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # an IPv4 client of a dual-stack listener, seen as ::ffff:a.b.c.d
+    return address
+
+
+def is_ip_address(host: str) -> bool:
+    return _ip(host) is not None
+
+
+def same_ip(a: str, b: str) -> bool:
+    """Whether two texts are the same IP address (however written)."""
+    first = _ip(a)
+    return first is not None and first == _ip(b)
+
+
+def in_prefix(host: str, prefix: str) -> bool:
+    address = _ip(host)
+    return address is not None and address in ipaddress.ip_network(prefix)
+
+
+def matching_range(ranges: Sequence[DynamicNeighborConfig], source_host: str) -> int | None:
+    """The index of the first range holding `source_host`, None when none does (or it is no IP)."""
+    source = _ip(source_host)
+    if source is None:
+        return None
     return next((index for index, entry in enumerate(ranges) if source in entry.network()), None)

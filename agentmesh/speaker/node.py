@@ -95,8 +95,11 @@ from agentmesh.speaker.neighbors import (
     Resolver,
     derived_neighbor,
     dynamic_neighbor,
+    in_prefix,
+    is_ip_address,
     matching_range,
     resolve,
+    same_ip,
     session_addresses,
 )
 from agentmesh.transport import codec
@@ -256,6 +259,8 @@ class Node:
         self._neighbors: dict[str, _Neighbor] = {}
         #: Neighbours given by DNS name, by their configured `name:port`; their sessions are in `_neighbors`.
         self._groups: dict[str, NeighborGroup] = {}
+        #: Set once `stop` sent its Cease: no peer is admitted after that.
+        self._stopping = False
         self._resolver = resolver or resolve
         self._resolving: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
@@ -1156,6 +1161,7 @@ class Node:
                 self._become_ready("initial table exchange done")
 
     def _stop_all(self, notification: Notification) -> None:
+        self._stopping = True
         for neighbor in self._neighbors.values():
             self._cancel_restart(neighbor)
             if neighbor.stale_timer is not None:
@@ -1239,10 +1245,14 @@ class Node:
         return await self.call(lambda: self._offer(caller, stream))
 
     def _offer(self, caller: Caller, stream: ServerStream) -> Connection:
+        if self._stopping:
+            raise self._refused(caller, "the node is shutting down")
         claimed_address = caller.claimed_address
         neighbor = self._neighbors.get(claimed_address or "")
         if neighbor is None:
             neighbor = self._dynamic_neighbor(caller)  # or PermissionError
+        elif neighbor.dynamic is not None:
+            self._check_dynamic_caller(neighbor.dynamic, caller)  # every stream, not only the first
         self._check_identity(neighbor, caller)
         conn = neighbor.peer.new_connection_id()
         connection = Connection(conn, stream, self._receiver(neighbor), self._refill)
@@ -1293,6 +1303,7 @@ class Node:
                 caller, f"not a configured neighbour and {source} is in no dynamic_neighbors prefix"
             )
         entry = ranges[index]
+        self._check_dynamic_caller(entry.prefix, caller)
         if sum(n.dynamic == entry.prefix for n in self._neighbors.values()) >= entry.limit:
             raise self._refused(caller, f"dynamic_neighbors[{index}] is at its limit of {entry.limit}")
         claimed = caller.claimed_address or ""
@@ -1305,6 +1316,31 @@ class Node:
         if config is None or config.address != claimed or taken:
             raise self._refused(caller, f"the claimed address {claimed!r} cannot be a neighbour's address")
         return _Neighbor(config, Peer(self._settings(config), self._rng), dynamic=entry.prefix)
+
+    def _check_dynamic_caller(self, prefix: str, caller: Caller) -> None:
+        """Refuse a caller of a dynamic range unless it comes from the range and is what it claims to be.
+
+        A configured neighbour is trusted to be at its configured address; a dynamic one names its
+        own, so the claim is tied to the connection: an IP address must be the one the connection
+        comes from, and a DNS name must be in the certificate mutual TLS verified (without it, a name
+        is taken on trust, as everything is in plaintext).
+        """
+        source = caller.source_host
+        if source is None or not in_prefix(source, prefix):
+            raise self._refused(caller, f"its source address {source} is not in dynamic range {prefix}")
+        try:
+            host = split_host_port(caller.claimed_address or "")[0]
+        except ValueError:
+            raise self._refused(
+                caller, f"the claimed address {caller.claimed_address!r} is no host:port"
+            ) from None
+        if is_ip_address(host):
+            if not same_ip(host, source):
+                raise self._refused(caller, f"it claims the address {host} but connects from {source}")
+        elif self._tls is not None and self._tls.verifies_clients:
+            why = identity_mismatch(host, caller.identities)
+            if why is not None:
+                raise self._refused(caller, f"its claimed name is not in its certificate: {why}")
 
     def _refused(self, caller: Caller, why: str) -> PermissionError:
         claimed = caller.claimed_address

@@ -5,6 +5,7 @@ All four share one port, served in plaintext or, with server credentials, over T
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,10 +49,10 @@ Acceptor = Callable[[Caller, ServerStream], Awaitable[Pumpable]]
 
 
 def source_host(peer: str | None) -> str | None:
-    """The IP address in a grpc peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000"), else None."""
+    """The IP address in a grpc peer string ("ipv4:127.0.0.1:5000", "ipv6:%5B::1%5D:5000"), else None."""
     if not peer:
         return None
-    kind, _, rest = peer.partition(":")
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")  # grpc URL-encodes IPv6 brackets
     if kind == "ipv4":
         return rest.rpartition(":")[0] or None
     if kind == "ipv6":

@@ -108,3 +108,36 @@ async def test_the_open_must_carry_the_range_asn() -> None:
             return await peers(rr) == {}
 
         await eventually(forgotten, timeout=10)
+
+
+async def test_a_peer_claiming_an_address_it_does_not_connect_from_is_refused() -> None:
+    # c1 says it is at 127.0.0.9 (its advertise address), but its connections come from 127.0.0.1.
+    clients = DynamicNeighborConfig(prefix="127.0.0.0/8", asn=65002)
+    liar = node_config("c1", 65002, "10.0.0.2")
+    liar = liar.model_copy(
+        update={"node": liar.node.model_copy(update={"advertise_address": "127.0.0.9:7000"})}
+    )
+    with capture_logs() as logs:
+        async with running(reflector(clients), liar) as (rr, c1):
+            await c1.add_neighbor(neighbor_of(rr))
+
+            async def refused() -> bool:
+                return bool(refusals(logs))
+
+            await eventually(refused, timeout=10)
+            assert refusals(logs)[0] == "it claims the address 127.0.0.9 but connects from 127.0.0.1"
+            assert await peers(rr) == {}
+
+
+async def test_a_peer_on_ipv6_is_matched_by_its_ipv6_source() -> None:
+    node = NodeConfig(name="rr", asn=65001, router_id="10.0.0.1", listen="[::1]:0")
+    rr_config = Config(
+        node=node, timers=FAST_TIMERS, dynamic_neighbors=(DynamicNeighborConfig(prefix="::1/128", asn=65002),)
+    )
+    client = Config(
+        node=NodeConfig(name="c1", asn=65002, router_id="10.0.0.2", listen="[::1]:0"), timers=FAST_TIMERS
+    )
+    async with running(rr_config, client) as (rr, c1):
+        await c1.add_neighbor(neighbor_of(rr))
+        await c1.wait_for_state(rr.advertise_address, State.ESTABLISHED, 10)
+        assert list(await peers(rr)) == [c1.advertise_address]
