@@ -1283,7 +1283,9 @@ class Node:
     def _next_hop_tls_name(self, address: str) -> str | None:
         """The identity a next hop's certificate must carry: its neighbour's `tls_name`, else its host."""
         neighbor = self._neighbors.get(address)
-        return None if neighbor is None else neighbor.config.tls_name
+        tls_name = None if neighbor is None else neighbor.config.tls_name
+        # A wildcard describes callers; a server is checked against one name, here the host dialled.
+        return None if tls_name is None or tls_name.startswith("*.") else tls_name
 
     def _dynamic_neighbor(self, caller: Caller) -> _Neighbor:
         """A new passive neighbour for a caller in a `dynamic_neighbors` range; PermissionError if none.

@@ -233,6 +233,31 @@ async def test_a_dynamic_range_admits_only_peers_whose_certificate_it_names(
             assert {peer.address for peer in await r.peers()} == {c1.advertise_address}
 
 
+async def test_calls_reach_a_dynamic_neighbour_whose_range_names_a_wildcard(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """The wildcard checks c1 when it dials in; a call to c1 checks its certificate against its address."""
+    r_files = issue(ca, tmp_path, "r")
+    c1_files = ca.issue(tmp_path / "c1", "c1", dns=["c1.clients.mesh.test"], ips=["127.0.0.1"])
+    dynamic = DynamicNeighborConfig(prefix="127.0.0.0/8", asn=65001, tls_name="*.clients.mesh.test")
+    r_config = config("r", 65001, r_files).model_copy(update={"dynamic_neighbors": (dynamic,)})
+    c_config = config("c1", 65001, c1_files)
+    c_config = c_config.model_copy(
+        update={"node": c_config.node.model_copy(update={"router_id": "10.0.1.2"})}
+    )
+    async with running(r_config, c_config) as (r, c1):
+        await c1.host(demo_backend(), "demo")
+        await c1.add_neighbor(neighbor(r))
+        await established(c1, r)
+
+        async def route() -> bool:
+            return await r.resolve("demo.echo") is not None
+
+        await eventually(route, 10)
+        served = await r.call_agent("demo.echo", ECHO, timeout=10)
+        assert (served.reply.text, served.served_by) == ("echo: over TLS", "c1")
+
+
 async def test_a_plaintext_peer_is_refused_either_way(ca: CertificateAuthority, tmp_path: Path) -> None:
     a_files = issue(ca, tmp_path, "a")
     with capture_logs() as logs:
