@@ -566,6 +566,51 @@ class _SseStream:
         scope.cancel()
 
 
+class _InFlight:
+    """Counts the Streamable HTTP requests being answered, so that stopping can wait for their calls.
+
+    A POST carries a JSON-RPC request (a tool call, say) and ends with its response; GETs are
+    long-lived notification streams and are not counted. The legacy SSE transport answers over its
+    GET stream, so its calls are not counted either.
+    """
+
+    #: How long no request may be in flight before the server counts as drained: a client often
+    #: follows a call with another request at once (the SDK fetches the tool list to check a result).
+    QUIET = 0.3
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._started = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def track(self, app: ASGIApp) -> ASGIApp:
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope.get("method") != "POST":
+                await app(scope, receive, send)
+                return
+            self._count += 1
+            self._started += 1
+            self._idle.clear()
+            try:
+                await app(scope, receive, send)
+            finally:
+                self._count -= 1
+                if not self._count:
+                    self._idle.set()
+
+        return counted
+
+    async def idle(self) -> None:
+        """Return once no request has been in flight for QUIET seconds."""
+        while True:
+            await self._idle.wait()
+            started = self._started
+            await asyncio.sleep(self.QUIET)
+            if self._idle.is_set() and self._started == started:
+                return
+
+
 class _SseMessages:
     """`POST /mcp/message?session_id=...`: a client message for an open SSE session."""
 
@@ -663,6 +708,7 @@ class McpHttpServer:
         self._serving: asyncio.Task[None] | None = None
         self._sessions: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        self._in_flight = _InFlight()
         self.host = ""
         self.port = 0
 
@@ -702,7 +748,7 @@ class McpHttpServer:
         guard = self._guard
         app = Starlette(
             routes=[
-                Route(STREAMABLE_HTTP_PATH, guard(StreamableHTTPASGIApp(manager))),
+                Route(STREAMABLE_HTTP_PATH, guard(self._in_flight.track(StreamableHTTPASGIApp(manager)))),
                 Route(SSE_PATH, guard(_SseStream(lowlevel, sse, self._closing)), methods=["GET"]),
                 Route(SSE_MESSAGE_PATH, guard(_SseMessages(sse)), methods=["POST"]),
                 Route("/health", self._health, methods=["GET"]),
@@ -747,7 +793,13 @@ class McpHttpServer:
         return self.port
 
     async def stop(self) -> None:
-        """End open sessions and streams, stop listening and wait for uvicorn to finish."""
+        """Let calls in flight finish (`timers.drain_time`), then end open sessions and streams, stop
+        listening and wait for uvicorn to finish."""
+        drain = self.node.config.timers.drain_time
+        if drain and self._uvicorn is not None:
+            # Ending the sessions would cancel the tool calls they run: wait for those first.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._in_flight.idle(), drain)
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         self._closing.set()
