@@ -309,7 +309,7 @@ class Node:
         if advertised_port == 0:
             self.advertise_address = join_host_port(host, port)
         self.listen_address = join_host_port(split_host_port(self.config.node.listen)[0], port)
-        named = [n for n in self.config.neighbors if n.dns_name is not None]
+        named = [n for n in self.config.neighbors if n.dns_name is not None]  # resolved before anything runs
         first = dict(
             zip([n.address for n in named], await asyncio.gather(*map(self._lookup, named)), strict=True)
         )
@@ -330,20 +330,24 @@ class Node:
         self._initial_exchange = {address: {"received", "sent"} for address in self._initial_peers(first)}
         # A (re)starting node with graceful restart sends End-of-RIB only once it has its peers'
         # tables (or the readiness timeout passed), so that peers sweep only what is really gone.
-        self.rib.hold_end_of_rib = self.config.graceful_restart.enabled and bool(self._initial_exchange)
+        # Peers that dial in from dynamic ranges cannot be waited for by name: the readiness timeout
+        # is then the whole deferral (RFC 4724 §4.1's selection deferral timer).
+        deferring = bool(self._initial_exchange) or bool(self.config.dynamic_neighbors)
+        self.rib.hold_end_of_rib = self.config.graceful_restart.enabled and deferring
         self._owner = asyncio.create_task(self._run(), name=f"agentmesh-owner-{self.name}")
         self._log.info("node_started", listen=self.listen_address, asn=self.asn, router_id=self.router_id)
-        if self._initial_exchange:
+        if self._initial_exchange or self.rib.hold_end_of_rib:
             self._readiness_timer = asyncio.get_running_loop().call_later(
                 self.config.timers.readiness_timeout, self._post, self._readiness_timed_out
             )
-        else:
+        if not self._initial_exchange:
             await self.call(lambda: self._become_ready("no configured neighbours"))
+        # Neighbours given by address first: an address a name also resolves to is theirs.
         for neighbor in self.config.neighbors:
             if neighbor.dns_name is None:
                 await self.add_neighbor(neighbor)
-            else:
-                await self.call(functools.partial(self._add_group, neighbor, first[neighbor.address]))
+        for neighbor in named:
+            await self.call(functools.partial(self._add_group, neighbor, first[neighbor.address]))
         self._resolving = asyncio.create_task(self._resolve_forever(), name=f"agentmesh-resolver-{self.name}")
         for index, backend_config in enumerate(self.config.agents):
             backend = build_backend(index, backend_config)
@@ -1130,8 +1134,8 @@ class Node:
         if self.ready:
             return
         self.ready = True
-        if self._readiness_timer is not None:
-            self._readiness_timer.cancel()
+        if self._readiness_timer is not None and not self.rib.hold_end_of_rib:
+            self._readiness_timer.cancel()  # (still needed to end an End-of-RIB deferral)
         self._log.info("node_ready", why=why)
         if self._server is not None:
             self._spawn(self._server.set_ready())
@@ -1153,7 +1157,8 @@ class Node:
         if waiting is None:
             return
         waiting.difference_update(steps)
-        if not any("received" in left for left in self._initial_exchange.values()):
+        received_all = not any("received" in left for left in self._initial_exchange.values())
+        if received_all and not self.config.dynamic_neighbors:  # else the deferral timer ends it
             self._release_end_of_rib("End-of-RIB received from every configured neighbour")
         if not waiting:
             del self._initial_exchange[address]

@@ -159,3 +159,16 @@ async def test_localhost_through_the_system_resolver() -> None:
         session: Any = (await peers(a))[f"127.0.0.1:{port}"]
         assert session.description == f"resolved from localhost:{port}"
         assert set(await peers(a)) <= {f"127.0.0.1:{port}", f"[::1]:{port}"}
+
+
+async def test_an_address_listed_after_a_name_that_resolves_to_it_keeps_its_own_settings() -> None:
+    dns = FakeDns()
+    dns.answers["peers.test"] = [("127.0.0.1", 7101), ("127.0.0.1", 7102)]
+    by_name = NeighborConfig(address="peers.test:7101", asn=65002)
+    by_address = NeighborConfig(address="127.0.0.1:7101", asn=65003, description="by address")
+    async with started(dialler(dns, by_name, by_address)) as node:
+        listed = {peer.address: (peer.asn, peer.description) for peer in await node.peers()}
+        assert listed == {
+            "127.0.0.1:7101": (65003, "by address"),
+            "127.0.0.1:7102": (65002, "resolved from peers.test:7101"),
+        }

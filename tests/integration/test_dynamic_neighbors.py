@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from agentmesh.bgp.errors import ErrorCode, OpenSubcode
 from agentmesh.bgp.fsm import State
 from agentmesh.bgp.messages import AgentAttributes
-from agentmesh.config import Config, DynamicNeighborConfig, NodeConfig
+from agentmesh.config import Config, DynamicNeighborConfig, GracefulRestartConfig, NodeConfig
 from agentmesh.speaker.node import Node, PeerStatus
 from tests.support.nodes import FAST_TIMERS, eventually, neighbor_of, node_config, running
 
@@ -141,3 +141,26 @@ async def test_a_peer_on_ipv6_is_matched_by_its_ipv6_source() -> None:
         await c1.add_neighbor(neighbor_of(rr))
         await c1.wait_for_state(rr.advertise_address, State.ESTABLISHED, 10)
         assert list(await peers(rr)) == [c1.advertise_address]
+
+
+async def test_with_graceful_restart_a_dynamic_only_node_defers_end_of_rib_to_the_readiness_timeout() -> None:
+    # RFC 4724 §4.1: a restarting node sends End-of-RIB once it has its peers' routes. Peers that
+    # dial in from a range cannot be waited for by name, so the readiness timeout is the deferral.
+    clients = DynamicNeighborConfig(prefix="127.0.0.0/8", asn=65002)
+    rr = reflector(clients)
+    timers = rr.timers.model_copy(update={"readiness_timeout": 5.0})
+    rr = rr.model_copy(update={"timers": timers, "graceful_restart": GracefulRestartConfig(enabled=True)})
+    with capture_logs() as logs:
+        async with running(rr, node_config("c1", 65002, "10.0.0.2")) as (rr_node, c1):
+            await c1.add_neighbor(neighbor_of(rr_node))
+            await c1.wait_for_state(rr_node.advertise_address, State.ESTABLISHED, 10)
+            assert rr_node.ready  # readiness does not wait for peers nobody configured
+            released = [line for line in logs if line["event"] == "end_of_rib_released"]
+            assert released == []
+
+            async def deferred() -> bool:
+                return any(line["event"] == "end_of_rib_released" for line in logs)
+
+            await eventually(deferred, timeout=10)
+            [line] = [line for line in logs if line["event"] == "end_of_rib_released"]
+            assert line["why"] == "readiness timeout"
