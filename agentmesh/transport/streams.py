@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh.transport.tls import PLAINTEXT, ChannelFactory
 from agentmesh.v1 import bgp_pb2, peering_pb2, peering_pb2_grpc
@@ -105,8 +106,10 @@ async def _why_unreachable(channel: grpc.aio.Channel) -> str:
     The connectivity state does not carry it; a call on the failed channel fails at once with it
     (without wait-for-ready), so the wait is bounded only in case gRPC already started another attempt.
     """
-    stub: Any = peering_pb2_grpc.PeeringServiceStub(channel)  # Any: the stubs describe the sync API
-    call = stub.Session()
+    # A health check, not a Session: should gRPC have connected meanwhile, the peer answers a
+    # harmless question instead of seeing a Session without a claimed address.
+    stub: Any = health_pb2_grpc.HealthStub(channel)  # Any: the stubs describe the sync API
+    call = stub.Check(health_pb2.HealthCheckRequest(service=""))
     try:
         details: str | None = await asyncio.wait_for(call.details(), WHY_TIMEOUT)
     except (TimeoutError, grpc.aio.AioRpcError):
