@@ -929,6 +929,14 @@ class ForwardingConfig(_Model):
 
     maximum_paths: StrictInt = 1
     strategy: StrictStr = "round_robin"
+    med_tolerance: StrictInt = 0
+
+    @field_validator("med_tolerance")
+    @classmethod
+    def _tolerance(cls, value: int) -> int:
+        if not 0 <= value <= 2**32 - 1:
+            raise ValueError(f"must be 0-4294967295 (a MED difference), got {value}")
+        return value
 
     @field_validator("maximum_paths")
     @classmethod

@@ -58,6 +58,8 @@ MAX_NAMES_PER_UPDATE = 200_000
 #: Decision steps (of `decision.Rank`) on which paths must agree to share load: LOCAL_PREF, local
 #: origination, AS_PATH length, ORIGIN, MED, and eBGP over iBGP (the IGP-cost step of RFC 4271).
 MULTIPATH_STEPS = 6
+#: The MED's place in `decision.Rank`, which `Rib.med_tolerance` relaxes.
+MULTIPATH_MED_STEP = 4
 #: Cached paths beyond which unused paths and attribute sets are collected (then twice the live count).
 COLLECT_THRESHOLD = 4096
 #: Budget of name octets per UPDATE built here: a few hundred KiB, well under gRPC's 4 MiB default.
@@ -170,6 +172,7 @@ class Rib:
         *,
         cluster_id: int | None = None,
         damping: Damping | None = None,
+        med_tolerance: int = 0,
     ) -> None:
         self.asn = asn
         self.router_id = router_id
@@ -177,6 +180,9 @@ class Rib:
         self.cluster_id = router_id if cluster_id is None else cluster_id
         self.next_hop = next_hop
         self.min_advertisement_interval = min_advertisement_interval
+        #: Paths whose MED exceeds the best's by at most this much still count as equally good for
+        #: multipath (and ADD-PATH): a health MED differs by a point or two between similar origins.
+        self.med_tolerance = med_tolerance
         self._pool = AttributePool()
         self._local = Source(LOCAL, asn, router_id, internal=True, local=True)
         self._sources: dict[str, Source] = {LOCAL: self._local}
@@ -1096,18 +1102,15 @@ class Rib:
         return match, list(itertools.islice(self._equal_paths(match, best), maximum))
 
     def _equal_paths(self, name: str, best: Path) -> Iterator[Path]:
-        """`best`, then the candidates for `name` equal to it through MULTIPATH_STEPS, one per NEXT_HOP."""
+        """`best`, then the candidates for `name` equally good (`_equally_good`), one per NEXT_HOP."""
         yield best
         if best.source.local:
             return  # local agents are served here
-        key = best.rank[:MULTIPATH_STEPS]
         equals = sorted(
             (
                 path
                 for adj in self._adj_in.values()
-                if (path := adj.get(name)) is not None
-                and path is not best
-                and path.rank[:MULTIPATH_STEPS] == key
+                if (path := adj.get(name)) is not None and path is not best and self._equally_good(path, best)
             ),
             key=lambda path: path.rank,
         )
@@ -1116,6 +1119,18 @@ class Rib:
             if path.attrs.next_hop not in hops:
                 hops.add(path.attrs.next_hop)
                 yield path
+
+    def _equally_good(self, path: Path, best: Path) -> bool:
+        """Equal to `best` through MULTIPATH_STEPS, the MED within `med_tolerance`."""
+        rank, key = path.rank, best.rank
+        if not self.med_tolerance:
+            return rank[:MULTIPATH_STEPS] == key[:MULTIPATH_STEPS]
+        med = MULTIPATH_MED_STEP
+        return (
+            rank[:med] == key[:med]
+            and (path.attrs.med or 0) - (best.attrs.med or 0) <= self.med_tolerance
+            and rank[med + 1 : MULTIPATH_STEPS] == key[med + 1 : MULTIPATH_STEPS]
+        )
 
     def with_capability(self, tag: str) -> list[tuple[str, Path]]:
         return sorted((name, self._loc[name]) for name in self.index.by_capability(tag))

@@ -320,6 +320,7 @@ class Node:
             self.config.timers.min_advertisement_interval,
             cluster_id=router_id_to_int(self.config.node.cluster_id) if self.config.node.cluster_id else None,
             damping=Damping(self.config.damping.settings()) if self.config.damping.enabled else None,
+            med_tolerance=self.config.forwarding.med_tolerance,
         )
         self.policy = self.config.policy
         self.rib.set_policy(self._routing_policy(self.policy, list(self.config.neighbors)))

@@ -15,6 +15,7 @@ import pytest
 from agentmesh.agents.base import AgentInfo, AgentRequest, CallFailure
 from agentmesh.agents.health import HealthSettings
 from agentmesh.agents.local import LocalAgent, LocalBackend
+from agentmesh.bgp.messages import AgentAttributes
 from agentmesh.config import Config, ForwardingConfig, NodeConfig
 from agentmesh.speaker.node import Node
 from tests.support.nodes import FAST_TIMERS, established, eventually, neighbor_of, node_config, running
@@ -80,6 +81,27 @@ async def test_without_multipath_every_call_takes_the_best_path() -> None:
     async with running(config, *ORIGINS) as (f, *origins):
         await mesh(f, origins)
         assert len(await served_by(f, 9)) == 1
+
+
+async def test_close_meds_share_the_load_within_the_med_tolerance() -> None:
+    # As health MEDs of similar backends: 10, 12 and 40. With a tolerance of 5 the first two share.
+    forwarding = ForwardingConfig(maximum_paths=3, med_tolerance=5)
+    config = front("round_robin").model_copy(update={"forwarding": forwarding})
+    async with running(config, *ORIGINS) as (f, *origins):
+        for origin, med in zip(origins, (10, 12, 40), strict=True):
+            await f.add_neighbor(neighbor_of(origin))
+            await origin.add_neighbor(neighbor_of(f))
+            await established(f, origin)
+            await origin.announce_agents(["close.agent"], AgentAttributes(), med=med)
+
+        async def spread() -> bool:
+            resolution = await f.resolve_with_policy("close.agent")
+            return resolution is not None and len(resolution.next_hops) == 2
+
+        await eventually(spread, 10)
+        resolution = await f.resolve_with_policy("close.agent")
+        assert resolution is not None
+        assert sorted(resolution.next_hops) == sorted(o.advertise_address for o in origins[:2])
 
 
 async def test_no_call_is_lost_when_an_origin_dies_under_load() -> None:

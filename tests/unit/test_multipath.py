@@ -41,6 +41,20 @@ def test_a_different_med_makes_paths_unequal() -> None:
     assert found is not None and len(found[1]) == 1
 
 
+def test_a_med_tolerance_lets_paths_with_close_meds_share_the_load() -> None:
+    # Health MEDs of two similar origins differ by a point or two (docs/health.md).
+    rib = make_rib(peers=(E1, E2, I1))
+    announce(rib, E1, ["a.x"], attrs(65001, next_hop="192.0.2.1:1", med=10))
+    announce(rib, E2, ["a.x"], attrs(65002, next_hop="192.0.2.2:1", med=12))
+    announce(rib, I1, ["a.x"], attrs(65003, next_hop="10.0.0.2:1", med=10))  # iBGP: still not equal
+    rib.med_tolerance = 2
+    found = rib.lookup_paths("a.x", 4)
+    assert found is not None and [p.attrs.next_hop for p in found[1]] == ["192.0.2.1:1", "192.0.2.2:1"]
+    rib.med_tolerance = 1
+    found = rib.lookup_paths("a.x", 4)
+    assert found is not None and [p.attrs.next_hop for p in found[1]] == ["192.0.2.1:1"]
+
+
 def test_locally_originated_agents_are_served_here_alone() -> None:
     rib = make_rib(peers=(E1,))
     rib.originate(["a.x"], AgentAttributes())
