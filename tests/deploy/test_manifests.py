@@ -143,7 +143,7 @@ def test_network_policies_open_only_node_ports(kustomization: str) -> None:
             if s.namespace == namespace(policy) and selects(_selector(policy), _pod_labels(s))
         )
         opened = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
-        assert opened <= {"peering", "mcp", "metrics"}
+        assert opened <= {"peering", "mcp"}  # the peering/forwarding and MCP ports only
         assert "peering" in opened
         for name in opened:
             node_set.container_port(name)  # a named port of the container
