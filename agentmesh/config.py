@@ -114,6 +114,18 @@ _PRIVATE_ASN_HINT = (
 _HOLD_TIME_MAX = 0xFFFF
 
 _NAME_MAX = 253
+#: The keys of a neighbour's session that a dynamic range gives each of its peers.
+SESSION_KEYS = (
+    "asn",
+    "description",
+    "hold_time",
+    "import_policy",
+    "export_policy",
+    "route_reflector_client",
+    "add_paths",
+    "max_prefixes",
+    "tls_name",
+)
 #: Most paths per name a node sends one neighbour with ADD-PATH: as many as a node can forward over.
 MAX_ADD_PATHS = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -321,12 +333,6 @@ def _check_asn(asn: int) -> int:
     return asn
 
 
-def _check_add_paths(value: int) -> int:
-    if not 0 <= value <= MAX_ADD_PATHS:
-        raise ValueError(f"must be 0-{MAX_ADD_PATHS} paths per name, got {value}")
-    return value
-
-
 def _positive_seconds(value: float) -> float:
     if value <= 0:
         raise ValueError(f"must be greater than 0 seconds, got {value:g}")
@@ -504,10 +510,43 @@ class MaxPrefixesConfig(_Model):
         return None if value is None else _positive_seconds(value)
 
 
-class NeighborConfig(_Model):
-    """A configured peer. eBGP or iBGP follows from the ASNs (``Config.is_internal``)."""
+class _SessionChecks(_Model):
+    """The checks of the keys a neighbour's session is made with, which configured neighbours and
+    dynamic ranges share (`SESSION_KEYS`).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Each subclass declares those fields itself, so that its own keys keep their place among them
+    (errors are reported in field order); the checks and `session_settings` are written once, here.
+    """
+
+    @field_validator("asn", check_fields=False)
+    @classmethod
+    def _valid_asn(cls, value: int) -> int:
+        return _check_asn(value)
+
+    @field_validator("hold_time", check_fields=False)
+    @classmethod
+    def _valid_hold_time(cls, value: int | None) -> int | None:
+        return None if value is None else _check_hold_time(value)
+
+    @field_validator("add_paths", check_fields=False)
+    @classmethod
+    def _valid_add_paths(cls, value: int) -> int:
+        if not 0 <= value <= MAX_ADD_PATHS:
+            raise ValueError(f"must be 0-{MAX_ADD_PATHS} paths per name, got {value}")
+        return value
+
+    @field_validator("tls_name", check_fields=False)
+    @classmethod
+    def _valid_tls_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_tls_name(value)
+
+    def session_settings(self) -> dict[str, Any]:
+        """The session keys' values, as keyword arguments for another model that has them."""
+        return {name: getattr(self, name) for name in SESSION_KEYS}
+
+
+class NeighborConfig(_SessionChecks):
+    """A configured peer. eBGP or iBGP follows from the ASNs (``Config.is_internal``)."""
 
     address: StrictStr
     asn: StrictInt
@@ -532,26 +571,6 @@ class NeighborConfig(_Model):
         host = split_host_port(self.address)[0]
         return None if _is_ip_address(host) else host
 
-    @field_validator("asn")
-    @classmethod
-    def _valid_asn(cls, value: int) -> int:
-        return _check_asn(value)
-
-    @field_validator("hold_time")
-    @classmethod
-    def _valid_hold_time(cls, value: int | None) -> int | None:
-        return None if value is None else _check_hold_time(value)
-
-    @field_validator("add_paths")
-    @classmethod
-    def _valid_add_paths(cls, value: int) -> int:
-        return _check_add_paths(value)
-
-    @field_validator("tls_name")
-    @classmethod
-    def _valid_tls_name(cls, value: str | None) -> str | None:
-        return None if value is None else check_tls_name(value)
-
     @model_validator(mode="after")
     def _dialled_tls_name_is_exact(self) -> Self:
         # A dialling client checks the server certificate against one name (RFC 6125 §6): a
@@ -570,14 +589,13 @@ class NeighborConfig(_Model):
         return self
 
 
-class DynamicNeighborConfig(_Model):
+class DynamicNeighborConfig(_SessionChecks):
     """A range of addresses whose peers are accepted as passive neighbours when they dial in.
 
     A Session whose claimed address is no configured neighbour is matched by the IP address its
     connection comes from against each range in order; the first range that contains it decides.
+    Its peers only dial in, so a wildcard `tls_name` is always usable here.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     prefix: StrictStr
     asn: StrictInt
@@ -608,33 +626,12 @@ class DynamicNeighborConfig(_Model):
             ) from None
         raise ValueError(f"{value!r} has bits set after the prefix length; did you mean {loose}?")
 
-    @field_validator("asn")
-    @classmethod
-    def _valid_asn(cls, value: int) -> int:
-        return _check_asn(value)
-
-    @field_validator("hold_time")
-    @classmethod
-    def _valid_hold_time(cls, value: int | None) -> int | None:
-        return None if value is None else _check_hold_time(value)
-
     @field_validator("limit")
     @classmethod
     def _positive_limit(cls, value: int) -> int:
         if value < 1:
             raise ValueError(f"must be at least 1, got {value}")
         return value
-
-    @field_validator("add_paths")
-    @classmethod
-    def _valid_add_paths(cls, value: int) -> int:
-        return _check_add_paths(value)
-
-    @field_validator("tls_name")
-    @classmethod
-    def _valid_tls_name(cls, value: str | None) -> str | None:
-        # Peers of a range only dial in, so a wildcard is always usable here.
-        return None if value is None else check_tls_name(value)
 
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(self.prefix)

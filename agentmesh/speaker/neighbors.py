@@ -73,19 +73,9 @@ def dynamic_neighbor(entry: DynamicNeighborConfig, address: str) -> NeighborConf
     Raises ValueError (a pydantic ValidationError) when `address` is not a dialable `host:port`.
     """
     where = f"dynamic, {entry.prefix}"
-    return NeighborConfig(
-        address=address,
-        asn=entry.asn,
-        description=f"{entry.description} ({where})" if entry.description else where,
-        passive=True,
-        hold_time=entry.hold_time,
-        import_policy=entry.import_policy,
-        export_policy=entry.export_policy,
-        route_reflector_client=entry.route_reflector_client,
-        add_paths=entry.add_paths,
-        max_prefixes=entry.max_prefixes,
-        tls_name=entry.tls_name,
-    )
+    settings = entry.session_settings()
+    settings["description"] = f"{entry.description} ({where})" if entry.description else where
+    return NeighborConfig(address=address, passive=True, **settings)
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agentmesh.config import ConfigError, DynamicNeighborConfig, NeighborConfig, parse_config
+from agentmesh.config import SESSION_KEYS, ConfigError, DynamicNeighborConfig, NeighborConfig, parse_config
 from agentmesh.speaker.neighbors import derived_neighbor, dynamic_neighbor, matching_range, session_addresses
 
 
@@ -150,3 +150,9 @@ def test_the_first_range_holding_the_source_address_wins() -> None:
     assert matching_range(ranges, "::1") == 2
     assert matching_range(ranges, "10.0.0.1") is None
     assert matching_range(ranges, "unix:/tmp/socket") is None
+
+
+def test_a_dynamic_range_has_every_session_key_a_neighbour_has() -> None:
+    # A key added to neighbours and not to ranges (or to SESSION_KEYS) would not reach dynamic peers.
+    assert set(NeighborConfig.model_fields) - set(SESSION_KEYS) == {"address", "passive"}
+    assert set(DynamicNeighborConfig.model_fields) - set(SESSION_KEYS) == {"prefix", "limit"}
