@@ -363,9 +363,10 @@ class Rib:
         if error := self._unrepairable(update):
             return Received(error=error)
         if self._out[key].receive_paths and (update.announced_path_ids or update.withdrawn_path_ids):
-            return self._receive_paths(key, update, now)
-        received = self._receive_from(key, update, now)
-        if self._sends_paths():
+            received = self._receive_paths(key, update, now)
+        else:
+            received = self._receive_from(key, update, now)
+        if received.error is None:
             self._touch(itertools.chain(update.withdrawn, update.announced))
         return received
 
@@ -397,8 +398,6 @@ class Rib:
             slot = slots[path_id]
             assert slot is not None
             total = _add(total, self._receive_from(slot.key, part, now))
-        if self._sends_paths():
-            self._touch(itertools.chain(update.withdrawn, update.announced))
         return total
 
     def _receive_from(self, key: str, update: Update, now: float) -> Received:
@@ -675,9 +674,6 @@ class Rib:
                     # The new best cannot go to this peer: withdraw what it has, without delay.
                     advertised = out.advertised
                     out.urgent.update(dict.fromkeys(name for name in names if name in advertised))
-
-    def _sends_paths(self) -> bool:
-        return any(out.send_paths and out.established for out in self._out.values())
 
     def _touch(self, names: Iterable[str]) -> None:
         """Queue names whose candidates changed for peers sent several paths: their best may be the same."""
