@@ -515,7 +515,7 @@ class _SessionChecks(_Model):
     dynamic ranges share (`SESSION_KEYS`).
 
     Each subclass declares those fields itself, so that its own keys keep their place among them
-    (errors are reported in field order); the checks and `session_settings` are written once, here.
+    (errors are reported in field order); the checks and `session_key_values` are written once, here.
     """
 
     @field_validator("asn", check_fields=False)
@@ -540,7 +540,7 @@ class _SessionChecks(_Model):
     def _valid_tls_name(cls, value: str | None) -> str | None:
         return None if value is None else check_tls_name(value)
 
-    def session_settings(self) -> dict[str, Any]:
+    def session_key_values(self) -> dict[str, Any]:
         """The session keys' values, as keyword arguments for another model that has them."""
         return {name: getattr(self, name) for name in SESSION_KEYS}
 

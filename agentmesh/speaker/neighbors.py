@@ -73,7 +73,7 @@ def dynamic_neighbor(entry: DynamicNeighborConfig, address: str) -> NeighborConf
     Raises ValueError (a pydantic ValidationError) when `address` is not a dialable `host:port`.
     """
     where = f"dynamic, {entry.prefix}"
-    settings = entry.session_settings()
+    settings = entry.session_key_values()
     settings["description"] = f"{entry.description} ({where})" if entry.description else where
     return NeighborConfig(address=address, passive=True, **settings)
 
